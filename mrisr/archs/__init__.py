@@ -1,0 +1,1 @@
+"""Network architectures of mrisr, one module per family."""

@@ -1,0 +1,1 @@
+"""Small files shipped with mrisr (the sample volume)."""
