@@ -7,6 +7,8 @@ fast. Exit codes: 0 success, 1 at least one input failed, 2 usage error.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -17,7 +19,39 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    import mrisr
+
+    line = f"mrisr {mrisr.__version__}"
+    try:
+        import torch
+
+        from mrisr.device import describe_devices
+
+        line += f", torch {torch.__version__}, devices: {describe_devices()}"
+    except ImportError as e:  # torch missing or broken: still report what we know
+        line += f", torch unavailable ({e})"
+    typer.echo(line)
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the versions of mrisr and torch and the devices found.")] = False,
+) -> None:
+    """Super-resolution of brain MRI with exact geometry."""
+
+
 # --- command registrations (one line per command module) ---
+from mrisr.cli import train_cmd  # noqa: E402
+app.command("train")(train_cmd.train)
+from mrisr.cli import evaluate_cmd; app.command("evaluate")(evaluate_cmd.evaluate)  # noqa: E402, E702
+from mrisr.cli import degrade_cmd; app.command("degrade", cls=degrade_cmd.MultiValueCommand)(degrade_cmd.degrade)  # noqa: E402, E702, E501
 # --- end of command registrations ---
 
 

@@ -1,0 +1,57 @@
+"""``mrisr train``: train a model from a TOML configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML training configuration.", exists=True,
+                                         dir_okay=False, readable=True)],
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (checkpoints, logs). "
+                                                 "Default: runs/<config folder name>.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint.")] = False,
+    fetch_data: Annotated[bool, typer.Option("--fetch-data", help="Download the ICBM152 template (pip download "
+                                             "of the nilearn wheel) into data.dir if it is missing.")] = False,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps of this "
+                                                  "session (checkpointed; continue with --resume).", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train a super-resolution network (see docs/training.md)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..errors import MrisrError
+    from ..training import icbm152
+    from ..training.config import load_config
+    from ..training.trainer import train as run_training
+
+    err = Console(stderr=True)
+    try:
+        cfg = load_config(config)
+        if fetch_data and cfg.data.source == "icbm152":
+            icbm152.fetch(Path(cfg.base_dir) / cfg.data.dir)
+        out = run_dir or Path("runs") / config.resolve().parent.name
+        with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err, disable=quiet) as progress:
+            task = progress.add_task("train", total=cfg.train.steps, info="")
+            last_gain: list[float | None] = [None]
+
+            def on_step(step: int, loss: float, gain: float | None) -> None:
+                if gain is not None:
+                    last_gain[0] = gain
+                g = "" if last_gain[0] is None else f"val gain {last_gain[0]:+.2f} dB"
+                progress.update(task, completed=step, info=f"loss {loss:.4f} {g}")
+
+            best = run_training(cfg, out, config_path=config, resume=resume, on_step=on_step, stop_after=max_steps)
+    except MrisrError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(code=2) from None
+    if best.is_file():
+        err.print(f"best weights so far: {best}")
+    else:
+        err.print(f"stopped before the first validation; continue with --resume --run-dir {out}")

@@ -1,0 +1,1 @@
+"""Training pipeline of mrisr: data, degradations, contrasts, losses, loop."""

@@ -1,0 +1,217 @@
+"""Training configuration: a TOML file parsed into frozen dataclasses.
+
+Every field has a default, so a config names only what it changes. Unknown
+sections or fields, wrong types and out-of-range values are reported by their
+dotted field name (``train.steps``) and the file, as :class:`ConfigError`.
+
+Example:
+    >>> cfg = config_from_dict({"train": {"steps": 10}})
+    >>> cfg.train.steps, cfg.model.arch
+    (10, 'recnn')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the HR volumes come from and which part is held out."""
+
+    source: str = "icbm152"          # "icbm152" (template + tissue maps) or "folder"
+    dir: str = "data/icbm152"        # folder holding the files (relative to the config file)
+    holdout_axis: int = 2            # voxel axis of the held-out slab (2 = axial for the template)
+    holdout_fraction: float = 0.25   # top fraction of that axis never touched by training patches
+    contrasts: dict[str, float] = field(default_factory=lambda: {
+        "t1": 0.4, "t2": 0.15, "flair": 0.15, "pd": 0.1, "random": 0.2})
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """The distribution of simulated acquisitions, sampled per patch."""
+
+    kinds: dict[str, float] = field(default_factory=lambda: {"iso": 0.35, "thick": 0.4, "kspace": 0.25})
+    iso_factor: tuple[float, float] = (1.5, 4.0)
+    thick_factor: tuple[float, float] = (2.0, 6.0)
+    kspace_factor: tuple[float, float] = (1.5, 3.0)
+    psfs: dict[str, float] = field(default_factory=lambda: {"box": 1.0, "gaussian": 1.0, "kspace": 1.0, "slice": 1.0})
+    gaussian_fwhm: tuple[float, float] = (0.7, 1.5)
+    noise: tuple[float, float] = (0.005, 0.04)
+    noise_probability: float = 0.5
+    bias_probability: float = 0.5
+    bias_strength: float = 0.3
+    gamma: tuple[float, float] = (0.7, 1.4)
+    scale: tuple[float, float] = (0.8, 1.25)
+    flips: bool = True
+    permute: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and its size."""
+
+    arch: str = "recnn"
+    depth: int = 8
+    width: int = 32
+    kernel: int = 3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, precision, checkpoints."""
+
+    patch: int = 32
+    batch: int = 8
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 100
+    loss: str = "l1"                  # l1 | l2 | charbonnier | l1+gdl
+    gdl_weight: float = 0.5
+    precision: str = "bf16"           # bf16 (autocast on CPU/GPU) | fp32
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 200
+    validate_every: int = 500
+    validation_cases: list[str] = field(default_factory=lambda: ["iso2-box", "thick4-slice", "kspace2x2-kspace"])
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole training configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    base_dir: str = "."
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (for checkpoints and model cards)."""
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+
+_CHOICES = {
+    "data.source": ("icbm152", "folder"),
+    "model.arch": ("recnn",),
+    "train.loss": ("l1", "l2", "charbonnier", "l1+gdl"),
+    "train.precision": ("bf16", "fp32"),
+}
+
+
+def _coerce(value: Any, typ: Any, name: str) -> Any:
+    origin = getattr(typ, "__origin__", None)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ConfigError(f"{name}: expected [low, high], got {value!r}")
+        lo, hi = (_coerce(v, float, name) for v in value)
+        if lo > hi:
+            raise ConfigError(f"{name}: low {lo} is above high {hi}")
+        return (lo, hi)
+    if origin is dict:
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"{name}: expected a table of weights, got {value!r}")
+        out = {str(k): _coerce(v, float, f"{name}.{k}") for k, v in value.items()}
+        if min(out.values()) < 0 or sum(out.values()) <= 0:
+            raise ConfigError(f"{name}: weights must be >= 0 with a positive sum, got {out}")
+        return out
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return [_coerce(v, str, name) for v in value]
+    raise ConfigError(f"{name}: unsupported type {typ}")  # pragma: no cover
+
+
+def _section(cls: type, values: dict[str, Any], section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] must be a table, got {values!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown field; valid fields: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{section}.{key}"
+        kwargs[key] = _coerce(value, hints[key], name)
+        if name in _CHOICES and kwargs[key] not in _CHOICES[name]:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(_CHOICES[name])}")
+    return cls(**kwargs)
+
+
+def _check_ranges(cfg: Config) -> None:
+    t, d = cfg.train, cfg.data
+    positive = {"train.patch": t.patch, "train.batch": t.batch, "train.steps": t.steps, "train.lr": t.lr,
+                "train.threads": t.threads, "train.checkpoint_every": t.checkpoint_every,
+                "train.validate_every": t.validate_every, "model.depth": cfg.model.depth,
+                "model.width": cfg.model.width}
+    for name, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{name}: must be > 0, got {v}")
+    if cfg.model.depth < 2:
+        raise ConfigError(f"model.depth: must be >= 2, got {cfg.model.depth}")
+    if cfg.model.kernel % 2 == 0 or cfg.model.kernel < 1:
+        raise ConfigError(f"model.kernel: must be odd and >= 1, got {cfg.model.kernel}")
+    if not 0 < d.holdout_fraction < 1:
+        raise ConfigError(f"data.holdout_fraction: must be in (0, 1), got {d.holdout_fraction}")
+    if d.holdout_axis not in (0, 1, 2):
+        raise ConfigError(f"data.holdout_axis: must be 0, 1 or 2, got {d.holdout_axis}")
+    if cfg.degradation.iso_factor[0] < 1 or cfg.degradation.thick_factor[0] < 1 or cfg.degradation.kspace_factor[0] < 1:
+        raise ConfigError("degradation.*_factor: factors must be >= 1")
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: str = ".") -> Config:
+    """Build a validated :class:`Config` from a parsed TOML dict."""
+    sections = {"data": DataConfig, "degradation": DegradationConfig, "model": ModelConfig, "train": TrainConfig}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"[{unknown[0]}]: unknown section; valid sections: {', '.join(sections)}")
+    parts = {name: _section(cls, raw.get(name, {}), name) for name, cls in sections.items()}
+    cfg = Config(**parts, base_dir=base_dir)
+    _check_ranges(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML training configuration.
+
+    Raises:
+        ConfigError: naming the file and the offending field.
+    """
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    try:
+        return config_from_dict(raw, base_dir=str(p.resolve().parent))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None

@@ -1,0 +1,305 @@
+"""Training data: HR volumes, the held-out split, and per-patch simulated acquisitions.
+
+Every training example is made the way ``mrisr upscale`` will see a real scan:
+an HR crop is re-contrasted, bias-corrupted and intensity-jittered, degraded
+with a random acquisition (:mod:`mrisr.degradation`), given Rician noise, and
+interpolated back onto the HR grid with the same
+:func:`mrisr.resample.resample_to_grid` that ``upscale`` uses. The centre of
+the crop is the network input; the (corrupted) HR crop is the target.
+
+The held-out slab (the last ``holdout_fraction`` of ``holdout_axis``: the top
+of the head for the template) is never touched by a training crop, margins
+included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..degradation import add_rician_noise, degrade
+from ..errors import ConfigError
+from ..geometry import TargetGrid, target_grid
+from ..intensity import robust_scale
+from ..resample import resample_to_grid
+from . import icbm152
+from .config import Config, DegradationConfig
+from .synth import synthesize
+
+
+@dataclass
+class Subject:
+    """One HR head: normalised T1-like image, optional tissue maps, head mask."""
+
+    image: np.ndarray          # float32, normalised so robust_scale == 1
+    gm: np.ndarray | None
+    wm: np.ndarray | None
+    head: np.ndarray           # bool head mask
+    name: str
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """One simulated acquisition: LR voxel size in HR voxels, PSF, noise."""
+
+    factors: tuple[float, float, float]
+    psf: str
+    fwhm: float = 1.0
+    noise: float = 0.0
+
+    def describe(self) -> str:
+        """Short human-readable label."""
+        f = "x".join(f"{v:g}" for v in self.factors)
+        return f"{f} {self.psf}" + (f" fwhm={self.fwhm:.2f}" if self.psf in ("gaussian", "slice") else "") + (
+            f" noise={self.noise:.3f}" if self.noise else "")
+
+
+#: Fixed validation acquisitions (factors in HR voxels of 1 mm: spacing in mm).
+VALIDATION_CASES: dict[str, Acquisition] = {
+    "iso2-box": Acquisition((2, 2, 2), "box"),
+    "iso2-gaussian": Acquisition((2, 2, 2), "gaussian"),
+    "iso2-kspace": Acquisition((2, 2, 2), "kspace"),
+    "iso3-box": Acquisition((3, 3, 3), "box"),
+    "iso3-gaussian": Acquisition((3, 3, 3), "gaussian"),
+    "iso2.5-slice": Acquisition((2.5, 2.5, 2.5), "slice"),
+    "thick3-slice": Acquisition((1, 1, 3), "slice"),
+    "thick4-slice": Acquisition((1, 1, 4), "slice"),
+    "thick4-box": Acquisition((1, 1, 4), "box"),
+    "thick6-slice": Acquisition((1, 1, 6), "slice"),
+    "thick4x-slice": Acquisition((4, 1, 1), "slice"),
+    "thick5y-gaussian": Acquisition((1, 5, 1), "gaussian"),
+    "kspace2x2-kspace": Acquisition((2, 2, 1), "kspace"),
+    "iso2-box-noise": Acquisition((2, 2, 2), "box", noise=0.02),
+    "thick4-slice-noise": Acquisition((1, 1, 4), "slice", noise=0.03),
+}
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """Head mask of a normalised image: threshold, largest component, holes filled."""
+    m = image > 0.1
+    lab, n = ndimage.label(m)
+    if n > 1:
+        sizes = ndimage.sum(m, lab, range(1, n + 1))
+        m = lab == (1 + int(np.argmax(sizes)))
+    return ndimage.binary_fill_holes(ndimage.binary_closing(m, iterations=2)) | m
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
+
+
+def load_subjects(cfg: Config) -> list[Subject]:
+    """HR subjects named by the config (checksummed template, or a folder of NIfTI files)."""
+    folder = Path(cfg.base_dir) / cfg.data.dir
+    if cfg.data.source == "icbm152":
+        paths = icbm152.verify(folder)
+        t1, _ = _load(paths["t1"])
+        gm, _ = _load(paths["gm"])
+        wm, _ = _load(paths["wm"])
+        t1 = t1 / robust_scale(t1)
+        return [Subject(t1.astype(np.float32), np.clip(gm / 255.0, 0, 1), np.clip(wm / 255.0, 0, 1),
+                        head_mask(t1), "icbm152")]
+    files = sorted([*folder.glob("*.nii"), *folder.glob("*.nii.gz")])
+    if not files:
+        raise ConfigError(f"data.dir: no NIfTI files in {folder}")
+    subjects = []
+    for f in files:
+        img, _ = _load(f)
+        if img.ndim != 3:
+            raise ConfigError(f"data.dir: {f} is not a 3D volume (shape {img.shape})")
+        img = img / robust_scale(img)
+        subjects.append(Subject(img.astype(np.float32), None, None, head_mask(img), f.name))
+    return subjects
+
+
+def split_index(shape: tuple[int, ...], cfg: Config) -> int:
+    """First index of the held-out slab along ``data.holdout_axis``."""
+    n = shape[cfg.data.holdout_axis]
+    return int(math.floor(n * (1.0 - cfg.data.holdout_fraction)))
+
+
+def _weighted_choice(weights: dict[str, float], rng: np.random.Generator) -> str:
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], dtype=np.float64)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def sample_acquisition(d: DegradationConfig, rng: np.random.Generator) -> Acquisition:
+    """Draw one acquisition from the configured distribution."""
+    kind = _weighted_choice(d.kinds, rng)
+    if kind == "iso":
+        f = rng.uniform(*d.iso_factor)
+        factors = [f * rng.uniform(0.9, 1.1) for _ in range(3)]
+        factors = [max(1.0, v) for v in factors]
+        psf = _weighted_choice(d.psfs, rng)
+    elif kind == "thick":
+        factors = [1.0, 1.0, 1.0]
+        factors[int(rng.integers(3))] = rng.uniform(*d.thick_factor)
+        psf = _weighted_choice(d.psfs, rng)
+    else:
+        f = rng.uniform(*d.kspace_factor)
+        factors = [f, f, f]
+        factors[int(rng.integers(3))] = 1.0
+        psf = "kspace"
+    fwhm = float(rng.uniform(*d.gaussian_fwhm)) if psf in ("gaussian", "slice") else 1.0
+    noise = float(rng.uniform(*d.noise)) if rng.random() < d.noise_probability else 0.0
+    return Acquisition(tuple(float(v) for v in factors), psf, fwhm, noise)  # type: ignore[arg-type]
+
+
+def hr_grid_in_lr(shape: tuple[int, int, int], lr_grid: TargetGrid) -> TargetGrid:
+    """The HR crop's grid seen from the LR image's voxel coordinates.
+
+    HR voxel ``i`` sits at LR coordinate ``(i - c0) / r``; interpolating the
+    LR image on this grid is what ``upscale`` does when the factor divides the
+    shape (it then builds exactly this grid from the contract).
+    """
+    r = np.asarray(lr_grid.ratios)
+    c0 = np.asarray(lr_grid.offsets)
+    return TargetGrid(shape=tuple(int(s) for s in shape), affine=np.eye(4),  # type: ignore[arg-type]
+                      ratios=tuple(float(v) for v in 1.0 / r), offsets=tuple(float(v) for v in -c0 / r),
+                      spacing=(1.0, 1.0, 1.0))
+
+
+def simulate(hr: np.ndarray, acq: Acquisition, rng: np.random.Generator, order: int = 3) -> np.ndarray:
+    """Degrade ``hr`` with ``acq`` and spline-interpolate it back onto its grid."""
+    lr, _ = degrade(hr, np.eye(4), acq.factors, psf=acq.psf, fwhm=acq.fwhm)
+    lr_grid = target_grid(np.eye(4), hr.shape, acq.factors)
+    if acq.noise > 0:
+        lr = add_rician_noise(lr, acq.noise, rng)
+    return resample_to_grid(lr, hr_grid_in_lr(hr.shape, lr_grid), order=order)
+
+
+def bias_field(shape: tuple[int, int, int], origin: tuple[int, int, int], full: tuple[int, ...],
+               strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth multiplicative field exp(quadratic) in whole-volume coordinates, for a crop."""
+    coords = [(np.arange(o, o + s) / max(n - 1, 1)) * 2 - 1 for o, s, n in zip(origin, shape, full)]
+    x, y, z = np.meshgrid(*coords, indexing="ij", sparse=True)
+    c = rng.uniform(-strength, strength, 9)
+    log = c[0] * x + c[1] * y + c[2] * z + c[3] * x * x + c[4] * y * y + c[5] * z * z + c[6] * x * y + c[7] * y * z + c[8] * x * z
+    return np.exp(log).astype(np.float32)
+
+
+class PatchSampler:
+    """Draws (input, target) training patches; deterministic per (seed, step).
+
+    Example:
+        >>> # sampler = PatchSampler(cfg, load_subjects(cfg)); x, y = sampler.batch(step=0)
+    """
+
+    def __init__(self, cfg: Config, subjects: list[Subject]) -> None:
+        self.cfg = cfg
+        self.subjects = subjects
+
+    def _crop_origin(self, subj: Subject, size: int, rng: np.random.Generator) -> tuple[int, int, int] | None:
+        shape = subj.image.shape
+        ax = self.cfg.data.holdout_axis
+        limit = [s - size for s in shape]
+        limit[ax] = split_index(shape, self.cfg) - size
+        if min(limit) < 0:
+            return None
+        p = self.cfg.train.patch
+        lo = (size - p) // 2
+        for _ in range(20):
+            o = tuple(int(rng.integers(0, lim + 1)) for lim in limit)
+            centre = subj.head[o[0] + lo:o[0] + lo + p, o[1] + lo:o[1] + lo + p, o[2] + lo:o[2] + lo + p]
+            if centre.mean() > 0.3:
+                return o  # type: ignore[return-value]
+        return o  # type: ignore[return-value]
+
+    def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator) -> np.ndarray:
+        sl = tuple(slice(o, o + size) for o in origin)
+        kind = "t1"
+        if subj.gm is not None:
+            kind = _weighted_choice(self.cfg.data.contrasts, rng)
+        if kind == "t1":
+            return subj.image[sl].astype(np.float32)
+        seed = int(rng.integers(2**63))
+        crop = synthesize(subj.image[sl], subj.gm[sl], subj.wm[sl], kind, np.random.default_rng(seed))
+        # Normalise as the engine would: robust scale of the whole synthesised
+        # volume (subsampled), with the same contrast parameters (same seed).
+        sub = (slice(None, None, 3),) * 3
+        whole = synthesize(subj.image[sub], subj.gm[sub], subj.wm[sub], kind, np.random.default_rng(seed))
+        return crop / robust_scale(whole)
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One (input, target) pair of shape (patch,)*3."""
+        d, p = self.cfg.degradation, self.cfg.train.patch
+        acq = sample_acquisition(d, rng)
+        margin = int(math.ceil(3 * max(acq.factors))) + 4
+        size = p + 2 * margin
+        subj = self.subjects[int(rng.integers(len(self.subjects)))]
+        origin = self._crop_origin(subj, size, rng)
+        if origin is None:
+            raise ConfigError(f"train.patch: {p} plus margins ({size}) does not fit in the training region of {subj.name}")
+        hr = self._hr_crop(subj, origin, size, rng)
+        if rng.random() < d.bias_probability:
+            hr = hr * bias_field(hr.shape, origin, subj.image.shape, d.bias_strength, rng)
+        hr = np.clip(hr, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
+        hr = hr.astype(np.float32)
+        inp = simulate(hr, acq, rng)
+        c = slice(margin, margin + p)
+        x, y = inp[c, c, c], hr[c, c, c]
+        if d.permute:
+            perm = tuple(int(v) for v in rng.permutation(3))
+            x, y = x.transpose(perm), y.transpose(perm)
+        if d.flips:
+            for ax in range(3):
+                if rng.random() < 0.5:
+                    x, y = np.flip(x, ax), np.flip(y, ax)
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batch of training step ``step``: arrays (B, 1, P, P, P)."""
+        rng = np.random.default_rng([self.cfg.train.seed, step])
+        pairs = [self.example(rng) for _ in range(self.cfg.train.batch)]
+        x = np.stack([a for a, _ in pairs])[:, None]
+        y = np.stack([b for _, b in pairs])[:, None]
+        return x, y
+
+
+@dataclass
+class ValidationCase:
+    """A held-out volume degraded one fixed way: interpolated input, truth, mask."""
+
+    name: str
+    contrast: str
+    acquisition: Acquisition
+    inp: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+
+
+def holdout_slab(subj: Subject, cfg: Config) -> tuple[slice, ...]:
+    """Index of the held-out slab of a subject."""
+    sl = [slice(None)] * 3
+    sl[cfg.data.holdout_axis] = slice(split_index(subj.image.shape, cfg), None)
+    return tuple(sl)
+
+
+def validation_cases(cfg: Config, subjects: list[Subject], names: list[str],
+                     contrasts: tuple[str, ...] = ("t1",)) -> list[ValidationCase]:
+    """Build the named validation cases on the held-out slab of the first subject."""
+    subj = subjects[0]
+    sl = holdout_slab(subj, cfg)
+    out = []
+    for contrast in contrasts:
+        if contrast == "t1" or subj.gm is None:
+            hr = subj.image[sl].astype(np.float32)
+        else:
+            whole = synthesize(subj.image, subj.gm, subj.wm, contrast, None)
+            hr = (whole / robust_scale(whole))[sl].astype(np.float32)
+        mask = subj.head[sl]
+        for name in names:
+            if name not in VALIDATION_CASES:
+                raise ConfigError(f"train.validation_cases: unknown case {name!r}; valid: {', '.join(VALIDATION_CASES)}")
+            acq = VALIDATION_CASES[name]
+            inp = simulate(hr, acq, np.random.default_rng(1234))
+            out.append(ValidationCase(name, contrast, acq, inp, hr, mask))
+    return out
