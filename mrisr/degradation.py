@@ -35,7 +35,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from .errors import GeometryError, look_up_option
-from .geometry import TargetGrid, target_grid
+from .geometry import TargetGrid, parse_spacing, target_grid
 from .intensity import robust_scale
 from .resample import reflect_index
 
@@ -118,9 +118,11 @@ def kspace_matrix(n: int, positions: np.ndarray, m: int) -> np.ndarray:
         if m % 2 == 0:
             weights[0] = weights[-1] = 0.5
     grid = np.arange(n, dtype=np.float64)
-    # y_j = 1/n * sum_k w_k * exp(2 pi i k (t_j - i) / n) * x_i  -> real part
-    phase = 2.0 * np.pi * (positions[:, None, None] - grid[None, None, :]) * k[None, :, None] / n
-    return (np.cos(phase) * weights[None, :, None]).sum(axis=1) / n
+    # y_j = 1/n * sum_k w_k * exp(2 pi i k (t_j - i) / n) * x_i  -> real part:
+    # cos(a - b) = cos a cos b + sin a sin b, as two (N', m) @ (m, n) products.
+    a = 2.0 * np.pi * positions[:, None] * k[None, :] / n
+    b = 2.0 * np.pi * k[:, None] * grid[None, :] / n
+    return ((np.cos(a) * weights) @ np.cos(b) + (np.sin(a) * weights) @ np.sin(b)) / n
 
 
 def _apply_axis(data: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
@@ -199,9 +201,9 @@ def degrade(data: np.ndarray, affine: np.ndarray, spacing: float | Sequence[floa
         raise GeometryError(
             f"degrade makes voxels larger: spacing {grid.spacing} is finer than the input on some axis "
             f"(ratios {tuple(round(r, 4) for r in grid.ratios)})")
-    widths = (1.0, 1.0, 1.0) if fwhm is None else tuple(np.broadcast_to(np.asarray(fwhm, float), (3,)))
-    if min(widths) <= 0:
-        raise GeometryError(f"fwhm must be > 0, got {fwhm}")
+    widths = (1.0, 1.0, 1.0) if fwhm is None else parse_spacing(fwhm, what="fwhm")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise GeometryError(f"noise must be a finite number >= 0, got {noise!r}")
     out = np.asarray(data, dtype=np.float32)
     for axis, op in enumerate(axis_operators(out.shape, grid, psf, widths)):
         if op is not None:

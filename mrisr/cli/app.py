@@ -51,7 +51,10 @@ def _root(
 from mrisr.cli import train_cmd  # noqa: E402
 app.command("train")(train_cmd.train)
 from mrisr.cli import evaluate_cmd; app.command("evaluate")(evaluate_cmd.evaluate)  # noqa: E402, E702
-from mrisr.cli import degrade_cmd; app.command("degrade", cls=degrade_cmd.MultiValueCommand)(degrade_cmd.degrade)  # noqa: E402, E702, E501
+from mrisr.cli import degrade_cmd; app.command("degrade", cls=degrade_cmd.DegradeCommand)(degrade_cmd.degrade)  # noqa: E402, E702, E501
+from mrisr.cli import upscale_cmd; app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)  # noqa: E402, E702, E501
+from mrisr.cli import info_cmd; app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)  # noqa: E402, E702, E501
+from mrisr.cli import models_cmd; app.command("models")(models_cmd.models)  # noqa: E402, E702
 # --- end of command registrations ---
 
 

@@ -18,6 +18,13 @@ def train(
                                              "of the nilearn wheel) into data.dir if it is missing.")] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps of this "
                                                   "session (checkpointed; continue with --resume).", min=1)] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Instead of training: validate the run's best "
+                                                "weights on the held-out data and write them as a model folder "
+                                                "(weights, card.json, validation.md).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="With --export: weights to export "
+                                                 "(default: <run dir>/best.pt).")] = None,
+    description: Annotated[str, typer.Option("--description", help="With --export: the card's description.")] = "",
+    default: Annotated[bool, typer.Option("--default", help="With --export: mark as the default model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Train a super-resolution network (see docs/training.md)."""
@@ -35,6 +42,14 @@ def train(
         if fetch_data and cfg.data.source == "icbm152":
             icbm152.fetch(Path(cfg.base_dir) / cfg.data.dir)
         out = run_dir or Path("runs") / config.resolve().parent.name
+        if export is not None:
+            from ..training.export import export_model
+
+            card = export_model(cfg, weights or out / "best.pt", export, config_path=config,
+                                description=description, default=default,
+                                log=lambda line: err.print(line, highlight=False))
+            err.print(f"wrote {export} (sha256 {card.sha256[:12]}...)")
+            return
         with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err, disable=quiet) as progress:

@@ -1,0 +1,167 @@
+"""Helpers shared by the ``mrisr`` commands: stderr console, errors, exit codes,
+and options that take one or three numbers.
+
+Conventions of every command:
+
+- Data (JSON records, ``info`` output) go to stdout; progress, warnings,
+  errors and summaries go to stderr.
+- An error is one line on stderr, ``mrisr: error: <file>: <reason>``.
+- Exit codes: :data:`EXIT_OK` (0), :data:`EXIT_FAILED` (1, at least one input
+  failed), :data:`EXIT_USAGE` (2, bad option values or arguments).
+
+Options such as ``--spacing`` take one or three numbers. Click options cannot
+take a variable number of values, so :class:`MultiValueCommand` joins the
+numbers that follow such an option into one token before parsing
+(``--spacing 1 1 3`` becomes ``--spacing 1,1,3``) and :func:`parse_numbers`
+splits it again. ``1,1,3`` and ``1x1x3`` work as typed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from typer.core import TyperCommand
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+#: Options that take up to three numbers, and how many.
+MULTI_VALUE_OPTIONS = {"--spacing": 3, "--factor": 3}
+
+_NUMBER = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)$", re.IGNORECASE)
+
+
+def looks_like_number(token: str) -> bool:
+    """Whether a command-line token is a number (including ``nan``, ``-1``).
+
+    Example:
+        >>> [looks_like_number(t) for t in ("1", "-0.5", "1e-3", "NaN", "in.nii")]
+        [True, True, True, True, False]
+    """
+    return bool(_NUMBER.match(token))
+
+
+def join_multi_values(args: Sequence[str], options: dict[str, int] | None = None) -> list[str]:
+    """Join the numbers following a multi-value option into one comma-separated token.
+
+    The first token after the option is always its value; up to ``n - 1``
+    further tokens are added while they look like numbers. Nothing after
+    ``--`` is touched.
+
+    Example:
+        >>> join_multi_values(["in.nii", "--spacing", "1", "1", "3", "-o", "x.nii"])
+        ['in.nii', '--spacing', '1,1,3', '-o', 'x.nii']
+        >>> join_multi_values(["--spacing=1", "2", "3", "in.nii"])
+        ['--spacing=1,2,3', 'in.nii']
+        >>> join_multi_values(["--spacing", "2", "in.nii"])
+        ['--spacing', '2', 'in.nii']
+    """
+    options = MULTI_VALUE_OPTIONS if options is None else options
+    args = list(args)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            return out + args[i:]
+        name, eq, value = tok.partition("=")
+        if name not in options:
+            out.append(tok)
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                return out + args[i:]
+            value, i = args[i + 1], i + 1
+        values, i = [value], i + 1
+        while i < len(args) and len(values) < options[name] and looks_like_number(args[i]):
+            values.append(args[i])
+            i += 1
+        joined = ",".join(values)
+        out += [f"{name}={joined}"] if eq else [name, joined]
+    return out
+
+
+class MultiValueCommand(TyperCommand):
+    """A Typer command whose ``--spacing``/``--factor`` take 1 or 3 numbers."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # noqa: D102
+        return super().parse_args(ctx, join_multi_values(args))
+
+
+def parse_numbers(text: str | None, option: str) -> tuple[float, ...] | None:
+    """Split ``"1"``, ``"1,1,3"``, ``"1x1x3"`` or ``"1 1 3"`` into numbers.
+
+    Range checks are left to :func:`mrisr.geometry.parse_spacing`.
+
+    Raises:
+        mrisr.errors.MrisrError: for a token that is not a number or a wrong count.
+
+    Example:
+        >>> parse_numbers("1x1x3", "--spacing")
+        (1.0, 1.0, 3.0)
+        >>> parse_numbers(None, "--spacing") is None
+        True
+    """
+    from mrisr.errors import MrisrError
+
+    if text is None:
+        return None
+    parts = [p for p in re.split(r"[,\sxX]+", text.strip()) if p]
+    values = []
+    for p in parts:
+        try:
+            values.append(float(p))
+        except ValueError:
+            raise MrisrError(f"{option} takes 1 or 3 numbers (e.g. 1, or 1 1 3), got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise MrisrError(f"{option} takes 1 or 3 numbers (e.g. 1, or 1 1 3), got {len(values)}: {text!r}")
+    return tuple(values)
+
+
+def err_console() -> Any:
+    """A rich console on stderr (created per call: tests swap ``sys.stderr``)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_error(message: str, console: Any = None) -> None:
+    """Print one ``mrisr: error: ...`` line on stderr (no markup interpreted)."""
+    line = "mrisr: error: " + " ".join(str(message).split())
+    if console is None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    else:
+        console.print(line, style="bold red", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str, console: Any = None) -> None:
+    """Print one ``mrisr: warning: ...`` line on stderr."""
+    line = "mrisr: warning: " + " ".join(str(message).split())
+    if console is None:
+        sys.stderr.write(line + "\n")
+    else:
+        console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def usage_error(message: str, console: Any = None) -> typer.Exit:
+    """Print ``message`` as an error and return the exit-2 exception to raise.
+
+    Example:
+        >>> raise usage_error("bad")  # doctest: +SKIP
+    """
+    print_error(message, console)
+    return typer.Exit(code=EXIT_USAGE)
+
+
+def print_json(obj: Any) -> None:
+    """Write one JSON record as a single line on stdout and flush it."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()

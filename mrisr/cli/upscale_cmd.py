@@ -1,0 +1,239 @@
+"""``mrisr upscale``: super-resolve one image or a batch to a target spacing.
+
+A thin layer over :mod:`mrisr.batch` and :mod:`mrisr.pipeline`: it parses
+options, refuses bad values before touching any file (exit 2), runs the jobs
+with a progress display on stderr, prints one JSON record per input on stdout
+with ``--json``, and exits 1 when at least one input failed.
+
+Examples::
+
+    mrisr upscale t2.nii.gz --spacing 1 1 1
+    mrisr upscale scans/ --factor 1 1 3 --output-dir derivatives/mrisr --json
+    mrisr upscale dicom/T2_AX/ --spacing 0.5 -o t2_05mm.nii.gz
+    mrisr upscale data/ --spacing 1 --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from mrisr.cli.common import (EXIT_OK, MultiValueCommand, err_console, parse_numbers, print_error, print_json,
+                              print_warning, usage_error)
+
+#: Command class: ``--spacing``/``--factor`` take 1 or 3 space-separated numbers.
+UpscaleCommand = MultiValueCommand
+
+_SPACING_HELP = ("Target voxel size in mm: one value (isotropic) or three, per voxel axis i j k "
+                 "(e.g. --spacing 1 1 3, or 1,1,3 or 1x1x3).")
+_FACTOR_HELP = "Divide the voxel sizes by this: one value or three (e.g. --factor 2, --factor 1 1 3)."
+
+
+def upscale(
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUT", show_default=False,
+        help="Image files (NIfTI, MGH, NRRD, MetaImage), folders of them (non-recursive), DICOM series "
+             "folders, or folders of DICOM series folders.")],
+    spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", help=_SPACING_HELP,
+                                                show_default=False)] = None,
+    factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", help=_FACTOR_HELP,
+                                               show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (.nii or .nii.gz); one input only.",
+                                                show_default=False)] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", file_okay=False, show_default=False,
+                                                    help="Folder for the outputs (created if needed; gets a BIDS "
+                                                         "derivatives dataset_description.json). Default: next to "
+                                                         "each input.")] = None,
+    method: Annotated[Literal["cnn", "spline"] | None, typer.Option(
+        "--method", help="cnn: spline + bundled network; spline: interpolation only. Default: cnn when a model "
+                         "is available, else spline.", show_default=False)] = None,
+    order: Annotated[int, typer.Option("--order", min=0, max=5, help="B-spline order (0 nearest, 1 linear, "
+                                                                     "3 cubic).")] = 3,
+    model: Annotated[str | None, typer.Option("--model", metavar="NAME|PATH", show_default=False,
+                                              help="Shipped model name, or a model folder / card.json.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (cnn only).")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (cnn only).")] = "auto",
+    patch_size: Annotated[int | None, typer.Option("--patch-size", min=1, show_default=False,
+                                                   help="Network patch size in voxels (cnn only).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, show_default=False,
+                                                   help="Patches per network batch (cnn only).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
+                                                help="CPU threads for the network.")] = None,
+    dtype: Annotated[Literal["float32", "input"], typer.Option(
+        "--dtype", help="Output data type: float32, or the input's type (rounded and clipped).")] = "float32",
+    series: Annotated[str | None, typer.Option("--series", metavar="UID", show_default=False,
+                                               help="DICOM series UID when a folder holds several.")] = None,
+    nan_to_num: Annotated[bool, typer.Option("--nan-to-num", help="Replace NaN/Inf input values with 0.")] = False,
+    allow_uneven: Annotated[bool, typer.Option("--allow-uneven",
+                                               help="Accept DICOM slices with uneven spacing.")] = False,
+    antialias: Annotated[bool, typer.Option("--antialias/--no-antialias",
+                                            help="Smooth axes made coarser before sampling.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (else they are skipped).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON record per input on stdout.")] = False,
+    suffix: Annotated[Literal[".nii.gz", ".nii"], typer.Option("--suffix", help="Extension of generated output "
+                                                                                "names.")] = ".nii.gz",
+    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", show_default=False,
+                                              help="Process every N-th input from the K-th (0-based), after "
+                                                   "sorting: for job arrays.")] = None,
+) -> None:
+    """Super-resolve images to a target voxel size (exactly one of --spacing / --factor).
+
+    Outputs are named <stem>_sr.nii.gz (BIDS names get desc-mrisr) with a JSON
+    provenance sidecar. Existing outputs are skipped unless --force. Exit codes:
+    0 all ok or skipped, 1 some input failed, 2 usage error.
+    """
+    from mrisr.batch import BatchSettings, parse_shard
+    from mrisr.errors import MrisrError
+
+    console = err_console()
+    try:
+        settings = BatchSettings(
+            spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"),
+            method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
+            batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
+            allow_uneven=allow_uneven, dtype=dtype, force=force)
+        _check_settings(settings)
+        shard_kn = parse_shard(shard) if shard is not None else None
+        jobs, loaded = _plan(inputs, settings, output, output_dir, suffix, shard_kn)
+    except MrisrError as exc:
+        raise usage_error(str(exc), console) from None
+    if not jobs:
+        if not quiet:
+            print_warning(f"shard {shard} holds no inputs; nothing to do", console)
+        raise typer.Exit(code=EXIT_OK)
+    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out)
+    raise typer.Exit(code=code)
+
+
+def _check_settings(settings: Any) -> None:
+    """Validate everything that needs no file; 'spacing'/'factor' become '--spacing'/'--factor'."""
+    from mrisr.errors import MrisrError
+    from mrisr.geometry import parse_spacing
+
+    if settings.spacing is not None:
+        parse_spacing(settings.spacing, "--spacing")
+    if settings.factor is not None:
+        parse_spacing(settings.factor, "--factor")
+    if settings.spacing is None and settings.factor is None:
+        raise MrisrError("give the target with --spacing S [S S] (mm) or --factor F [F F]")
+    if settings.spacing is not None and settings.factor is not None:
+        raise MrisrError("give either --spacing or --factor, not both")
+    settings.check()
+    if settings.method == "cnn":
+        from mrisr.device import resolve_device, resolve_precision
+
+        resolve_precision(settings.precision, resolve_device(settings.device))
+
+
+def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Path | None, suffix: str,
+          shard: tuple[int, int] | None) -> tuple[list, Any]:
+    from mrisr.batch import ensure_dataset_description, plan_batch, preflight, prepare_model
+
+    jobs = plan_batch(inputs, output=output, output_dir=output_dir, suffix=suffix, shard=shard,
+                      force=settings.force)
+    if not any(j.status == "pending" for j in jobs):
+        return jobs, None
+    loaded = prepare_model(settings)
+    preflight(jobs, settings)
+    if output_dir is not None:
+        ensure_dataset_description(output_dir)
+    return jobs, loaded
+
+
+def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool) -> int:
+    from mrisr.batch import exit_code, run_job
+
+    display = _Display(console, len(jobs), quiet)
+    with display:
+        for job in jobs:
+            progress = display.start(job)
+            record = run_job(job, settings, loaded, progress=progress)
+            display.done(job)
+            if job.status == "failed":
+                print_error(f"{job.input}: {job.error}", console)
+            if json_out:
+                print_json(record)
+    if not quiet:
+        _print_warnings(jobs, console)
+        _print_summary(jobs, console)
+    return exit_code(jobs)
+
+
+def _print_warnings(jobs: list, console: Any) -> None:
+    for job in jobs:
+        for warning in (job.record or {}).get("warnings") or []:
+            print_warning(f"{job.input}: {warning}", console)
+
+
+class _Display:
+    """Progress on stderr: live bars on a terminal, one line per input otherwise."""
+
+    def __init__(self, console: Any, n_jobs: int, quiet: bool) -> None:
+        self.console, self.n_jobs, self.quiet, self.index = console, n_jobs, quiet, 0
+        self.live = not quiet and console.is_terminal
+        self.bar: Any = None
+        self.overall = self.current = None
+
+    def __enter__(self) -> _Display:
+        if self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=self.console, transient=True)
+            self.bar.__enter__()
+            self.overall = self.bar.add_task("inputs", total=self.n_jobs)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def start(self, job: Any) -> Any:
+        """Begin a job; returns the ``progress(done, total)`` callback for it."""
+        self.index += 1
+        if self.bar is None or job.status != "pending":
+            return None
+        self.current = self.bar.add_task(f"{job.input.name} (volumes)", total=None)
+
+        def on_progress(done: float, total: int) -> None:
+            self.bar.update(self.current, completed=done, total=total)
+
+        return on_progress
+
+    def done(self, job: Any) -> None:
+        """Finish a job: advance the overall bar, or print its line."""
+        if self.bar is not None:
+            if self.current is not None:
+                self.bar.remove_task(self.current)
+                self.current = None
+            self.bar.advance(self.overall)
+        elif not self.quiet and job.status != "failed":  # failures get their own error line
+            self.console.print(f"[{self.index}/{self.n_jobs}] {job.status:7s} {job.input} -> {job.output} "
+                               f"({job.seconds:.1f} s)", markup=False, highlight=False)
+
+
+def _shape(job: Any) -> str:
+    shape = (job.record or {}).get("output_shape")
+    return "x".join(str(v) for v in shape) if shape else "-"
+
+
+def _print_summary(jobs: list, console: Any) -> None:
+    from rich.table import Table
+
+    from mrisr.batch import summarise
+
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for col in ("input", "output", "status", "shape", "time"):
+        table.add_column(col, overflow="fold")
+    styles = {"ok": "green", "skipped": "yellow", "failed": "bold red"}
+    for job in jobs:
+        table.add_row(str(job.input), str(job.output), f"[{styles.get(job.status, '')}]{job.status}[/]",
+                      _shape(job), f"{job.seconds:.1f} s" if job.status == "ok" else "-")
+    console.print(table)
+    counts = summarise(jobs)
+    console.print(", ".join(f"{n} {status}" for status, n in counts.items() if n) or "nothing done",
+                  markup=False, highlight=False)

@@ -1,0 +1,528 @@
+"""The upscaling pipeline: read, interpolate onto the contract grid, refine.
+
+:func:`upscale` is the one-call Python API (``mrisr.upscale``); the command
+line (``mrisr upscale``) and :mod:`mrisr.batch` use the lower-level
+:func:`upscale_volume`, which works on an in-memory
+:class:`~mrisr.volume.Volume` and returns the data, the affine and an
+:class:`UpscaleReport` holding everything a provenance record needs.
+
+Steps for each 3D volume (a 4D series is processed volume by volume):
+
+1. B-spline interpolation of ``order`` onto the contract grid
+   (:func:`mrisr.geometry.target_grid`, :func:`mrisr.resample.resample_to_grid`).
+2. With ``method="cnn"``, the network adds its residual to that interpolated
+   volume (:func:`mrisr.engine.enhance`). torch is imported only then.
+
+Example:
+    >>> import numpy as np, nibabel as nib, mrisr
+    >>> img = nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
+    >>> out = mrisr.upscale(img, spacing=[1, 1, 2], method="spline")
+    >>> out.shape
+    (8, 8, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from .errors import InputError, MrisrError, look_up_option
+from .geometry import DEFAULT_MAX_VOXELS, TargetGrid, parse_spacing, spacing_from_factor, target_grid
+from .resample import resample_to_grid
+from .volume import Volume
+
+if TYPE_CHECKING:  # pragma: no cover
+    import nibabel as nib
+
+#: Processing methods: the bundled network on top of a spline, or the spline alone.
+METHODS = ("cnn", "spline")
+#: Stages whose wall-clock time an :class:`UpscaleReport` records (seconds).
+STAGES = ("read", "interpolate", "network", "write")
+#: Share of a volume's progress given to interpolation when the network follows.
+_INTERP_SHARE_CNN = 0.1
+
+#: ``progress(done, total)``: ``done`` volumes processed (fractional within a
+#: volume) out of ``total``.
+ProgressCallback = Callable[[float, int], None]
+
+
+@dataclass
+class UpscaleReport:
+    """What was done to one image: the provenance of an output.
+
+    Attributes:
+        input: Source path (``None`` for an in-memory image).
+        input_shape: Input array shape (3 or 4 values).
+        input_spacing: Input voxel sizes in mm.
+        output_shape: Output array shape (3 or 4 values; the 4th is kept).
+        output_spacing: Output voxel sizes in mm.
+        output_affine: Output 4x4 affine (the geometry contract's ``A'``).
+        method: ``"cnn"`` or ``"spline"``.
+        order: B-spline order of the interpolation.
+        antialias: Whether axes made coarser were smoothed first.
+        n_volumes: Number of 3D volumes processed.
+        model: Model name (``None`` for ``"spline"``).
+        model_sha256: SHA-256 of the model weights.
+        device: Device the network ran on.
+        precision: Arithmetic precision of the network.
+        patch_size: Patch shape the network ran with (core plus halos).
+        halo: Context voxels around each patch core.
+        batch_size: Patches per network batch.
+        threads: CPU threads used by the network.
+        patches_run: Patches passed through the network (all volumes).
+        patches_skipped: Patches skipped (background).
+        timings: Seconds spent per stage (``read``, ``interpolate``,
+            ``network``, ``write``; read and write are filled by the caller
+            that does them).
+        warnings: Reader warnings and model range warnings, in plain language.
+    """
+
+    input: str | None
+    input_shape: list[int]
+    input_spacing: list[float]
+    output_shape: list[int]
+    output_spacing: list[float]
+    output_affine: list[list[float]]
+    method: str
+    order: int
+    antialias: bool
+    n_volumes: int
+    model: str | None = None
+    model_sha256: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    patch_size: Any = None
+    halo: int | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    patches_run: int = 0
+    patches_skipped: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy (plain lists, floats and strings).
+
+        Example:
+            >>> r = UpscaleReport(None, [2, 2, 2], [2.0] * 3, [4, 4, 4], [1.0] * 3,
+            ...                   np.eye(4).tolist(), "spline", 3, True, 1)
+            >>> r.to_dict()["timings"]["read"]
+            0.0
+        """
+        return _jsonable(dataclasses.asdict(self))
+
+
+class UpscaleResult(NamedTuple):
+    """Output of :func:`upscale_volume`: unpacks as ``data, affine, report``."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    report: UpscaleReport
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def check_spacing_args(spacing: float | Sequence[float] | None,
+                       factor: float | Sequence[float] | None) -> None:
+    """Check that exactly one of ``spacing``/``factor`` is given, with valid values.
+
+    Runs before any file is read, so bad values fail fast.
+
+    Raises:
+        MrisrError: neither or both given; GeometryError for a wrong count or a
+            value that is zero, negative or not finite.
+
+    Example:
+        >>> check_spacing_args(1.0, None)
+        >>> check_spacing_args(None, None)
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.MrisrError: give exactly one of spacing (target voxel size in mm) or factor (e.g. 2), not neither
+    """
+    if (spacing is None) == (factor is None):
+        which = "neither" if spacing is None else "both"
+        raise MrisrError(f"give exactly one of spacing (target voxel size in mm) or factor (e.g. 2), not {which}")
+    if spacing is not None:
+        parse_spacing(spacing, "spacing")
+    else:
+        parse_spacing(factor, "factor")  # type: ignore[arg-type]
+
+
+def plan_grid(affine: np.ndarray, shape: Sequence[int], *, spacing: float | Sequence[float] | None = None,
+              factor: float | Sequence[float] | None = None,
+              max_voxels: int = DEFAULT_MAX_VOXELS) -> TargetGrid:
+    """The output grid for an image, from a target ``spacing`` or a ``factor``.
+
+    Args:
+        affine: Input affine.
+        shape: Input shape (the first three values are used).
+        spacing: Target voxel size(s) in mm (1 or 3 values).
+        factor: Divide the voxel sizes by this (1 or 3 values; 2 halves them).
+        max_voxels: Refuse outputs with more voxels than this.
+
+    Raises:
+        MrisrError: bad arguments, or a grid above ``max_voxels``.
+
+    Example:
+        >>> plan_grid(np.diag([1.0, 1.0, 3.0, 1.0]), (8, 8, 4), factor=[1, 1, 3]).shape
+        (8, 8, 12)
+    """
+    check_spacing_args(spacing, factor)
+    target = spacing if spacing is not None else spacing_from_factor(affine, factor)  # type: ignore[arg-type]
+    return target_grid(affine, shape[:3], target, max_voxels=max_voxels)
+
+
+def resolve_method(method: str | None, model: Any = None) -> tuple[str, Any]:
+    """Choose the method and the model to use.
+
+    ``method=None`` means ``"cnn"`` when a model is given or a default model
+    ships, else ``"spline"``.
+
+    Returns:
+        ``(method, model)``: ``model`` is what was given, or the default
+        model's name for ``"cnn"``; ``None`` for ``"spline"``.
+
+    Raises:
+        MrisrError: an unknown method, ``"cnn"`` with no model available, or a
+            model given together with ``"spline"``.
+
+    Example:
+        >>> resolve_method("spline")
+        ('spline', None)
+    """
+    if method is not None:
+        look_up_option(method, METHODS, "method")
+    if method == "spline":
+        if model is not None:
+            raise MrisrError(f"a model was given ({_model_label(model)}) but the method is 'spline'; "
+                             "drop the model or use method 'cnn'")
+        return "spline", None
+    if model is not None:
+        return "cnn", model
+    from .registry import default_model_name
+
+    default = default_model_name()
+    if default is not None:
+        return "cnn", default
+    if method == "cnn":
+        raise MrisrError("method 'cnn' needs a model, but no default model ships with this installation; "
+                         "name one (a model folder or its card.json) or use method 'spline'")
+    return "spline", None
+
+
+def _model_label(model: Any) -> str:
+    return str(getattr(model, "name", model))
+
+
+def load_model_once(model: Any) -> Any:
+    """A :class:`~mrisr.model_card.LoadedModel` for a name, a path or a loaded model.
+
+    Batch callers load the model once and pass the result to every
+    :func:`upscale_volume` call.
+    """
+    if hasattr(model, "network") and hasattr(model, "card"):
+        return model
+    from .registry import load_model
+
+    return load_model(model)
+
+
+def _check_order(order: int) -> int:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= int(order) <= 5:
+        raise MrisrError(f"interpolation order must be an integer from 0 to 5, got {order!r}")
+    return int(order)
+
+
+def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = None,
+                   factor: float | Sequence[float] | None = None, method: str | None = None, order: int = 3,
+                   model: Any = None, device: str = "auto", precision: str = "auto",
+                   patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
+                   threads: int | None = None, antialias: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
+                   progress: ProgressCallback | None = None) -> UpscaleResult:
+    """Upscale an in-memory volume onto the geometry contract's grid.
+
+    Args:
+        volume: The image (3D, or 4D with volumes last).
+        spacing: Target voxel size(s) in mm: one value (isotropic) or three
+            (per voxel axis i, j, k). Exactly one of ``spacing``/``factor``.
+        factor: Refinement factor(s): 2 halves every voxel size.
+        method: ``"cnn"``, ``"spline"``, or ``None`` (cnn when a model is
+            available).
+        order: B-spline order 0 (nearest) to 5; 3 (cubic) by default.
+        model: Model name, path or loaded model (``None``: the default model).
+        device, precision, patch_size, batch_size, threads: Network settings,
+            passed to :func:`mrisr.engine.enhance` (``method="cnn"`` only).
+        antialias: Smooth axes made coarser before sampling.
+        max_voxels: Refuse outputs larger than this (per volume).
+        progress: ``progress(done, total)`` in volumes, called as work advances.
+
+    Returns:
+        ``UpscaleResult(data, affine, report)``: float32 data of shape
+        ``grid.shape (+ (T,))``, the contract affine and the
+        :class:`UpscaleReport` (``read``/``write`` timings left at 0).
+
+    Raises:
+        MrisrError: bad settings, an absurd output size, no model for ``"cnn"``.
+
+    Example:
+        >>> v = Volume(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))
+        >>> data, affine, report = upscale_volume(v, factor=2, method="spline")
+        >>> data.shape, report.n_volumes
+        ((8, 8, 8, 2), 2)
+    """
+    check_spacing_args(spacing, factor)
+    order = _check_order(order)
+    method, model = resolve_method(method, model)
+    data = np.asarray(volume.data)
+    if data.ndim not in (3, 4):
+        raise InputError(volume.path, f"expected a 3D or 4D image, got {data.ndim} dimensions {data.shape}")
+    grid = plan_grid(volume.affine, data.shape, spacing=spacing, factor=factor, max_voxels=max_voxels)
+    report = _new_report(volume, grid, method, order, antialias)
+    loaded = None
+    if method == "cnn":
+        loaded = load_model_once(model)
+        _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
+    out = _run_volumes(data, grid, report, loaded, order, antialias, progress,
+                       dict(device=device, precision=precision, patch_size=patch_size,
+                            batch_size=batch_size, threads=threads))
+    return UpscaleResult(out, grid.affine.copy(), report)
+
+
+def _new_report(volume: Volume, grid: TargetGrid, method: str, order: int, antialias: bool) -> UpscaleReport:
+    shape = list(np.shape(volume.data))
+    return UpscaleReport(
+        input=None if volume.path is None else str(volume.path),
+        input_shape=[int(v) for v in shape],
+        input_spacing=[float(v) for v in volume.spacing],
+        output_shape=[*grid.shape, *shape[3:]],
+        output_spacing=[float(v) for v in grid.spacing],
+        output_affine=grid.affine.tolist(),
+        method=method, order=order, antialias=bool(antialias),
+        n_volumes=1 if len(shape) == 3 else int(shape[3]),
+        warnings=list(volume.warnings),
+    )
+
+
+def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, device: str, precision: str,
+                    patch_size: Any, batch_size: int | None, threads: int | None) -> None:
+    from .registry import range_warnings
+
+    report.model = loaded.name
+    report.model_sha256 = getattr(loaded, "sha256", None) or getattr(loaded.card, "sha256", None)
+    report.device, report.precision = device, precision
+    report.patch_size, report.batch_size, report.threads = patch_size, batch_size, threads
+    report.warnings += range_warnings(loaded.card, report.input_spacing, grid.spacing)
+
+
+def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, order: int,
+                 antialias: bool, progress: ProgressCallback | None, engine_kw: dict) -> np.ndarray:
+    n = report.n_volumes
+    out = np.empty(tuple(grid.shape) + tuple(data.shape[3:]), dtype=np.float32)
+    interp_share = 1.0 if loaded is None else _INTERP_SHARE_CNN
+    for t in range(n):
+        ticker = _Ticker(progress, t, n)
+        vol = data if data.ndim == 3 else data[..., t]
+        t0 = time.perf_counter()
+        result = resample_to_grid(vol, grid, order=order, antialias=antialias,
+                                  progress=lambda k: ticker.add(k * interp_share / 3))
+        report.timings["interpolate"] += time.perf_counter() - t0
+        if loaded is not None:
+            result = _enhance(result, loaded, report, engine_kw, ticker, 1.0 - interp_share)
+        if data.ndim == 3:
+            out[...] = result
+        else:
+            out[..., t] = result
+        ticker.finish()
+    return out
+
+
+def _enhance(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,
+             share: float) -> np.ndarray:
+    from .engine import enhance
+
+    t0 = time.perf_counter()
+    start = ticker.done
+
+    def on_patches(done: int, total: int) -> None:
+        if total:
+            ticker.set(start + share * min(done / total, 1.0))
+
+    result, stats = enhance(data3d, loaded, progress=on_patches, **engine_kw)
+    report.timings["network"] += time.perf_counter() - t0
+    _merge_stats(report, stats)
+    return np.asarray(result, dtype=np.float32)
+
+
+def _merge_stats(report: UpscaleReport, stats: Any) -> None:
+    """Copy what the engine resolved (device, precision...) and counted into the report."""
+    for name in ("device", "precision", "patch_size", "batch_size", "halo"):
+        value = getattr(stats, name, None)
+        if value is not None:
+            setattr(report, name, _jsonable(value))
+    skipped = int(getattr(stats, "n_skipped", 0) or 0)
+    report.patches_run += int(getattr(stats, "n_patches", 0) or 0) - skipped
+    report.patches_skipped += skipped
+    for w in getattr(stats, "warnings", None) or []:
+        if w not in report.warnings:
+            report.warnings.append(w)
+
+
+class _Ticker:
+    """Reports fractional progress of volume ``t`` of ``n`` to a callback."""
+
+    def __init__(self, progress: ProgressCallback | None, t: int, n: int) -> None:
+        self.progress, self.t, self.n, self.done = progress, t, n, 0.0
+
+    def set(self, done: float) -> None:
+        self.done = min(max(done, self.done), 1.0)
+        if self.progress is not None:
+            self.progress(self.t + self.done, self.n)
+
+    def add(self, amount: float) -> None:
+        self.set(self.done + amount)
+
+    def finish(self) -> None:
+        self.set(1.0)
+
+
+def as_volume(image: Any, *, series: str | None = None, nan_to_num: bool = False,
+              allow_uneven: bool = False) -> Volume:
+    """A :class:`Volume` from a path, a nibabel image or a Volume (returned as is).
+
+    Raises:
+        InputError: unreadable file, or an object of another type.
+    """
+    if isinstance(image, Volume):
+        return image
+    if isinstance(image, (str, Path)):
+        from .io import load_volume
+
+        return load_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    if hasattr(image, "affine") and hasattr(image, "dataobj") and hasattr(image, "header"):
+        return _volume_from_nibabel(image, nan_to_num)
+    raise InputError(None, f"expected a file path, a nibabel image or a mrisr Volume, got {type(image).__name__}")
+
+
+def _volume_from_nibabel(img: Any, nan_to_num: bool) -> Volume:
+    """Wrap an in-memory nibabel image (NIfTI-1/2 or any spatial image)."""
+    if img.affine is None:
+        raise InputError(None, "the nibabel image has no affine")
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images with one time point
+        data = data[:, :, :, 0, :]
+    if data.ndim not in (3, 4):
+        raise InputError(None, f"expected a 3D or 4D image, got shape {data.shape}")
+    warnings: list[str] = []
+    bad = ~np.isfinite(data)
+    if bad.any():
+        if not nan_to_num:
+            raise InputError(None, f"the image holds {int(bad.sum()):,} NaN or Inf values; "
+                                   "set nan_to_num=True to replace them with 0")
+        data = np.where(bad, np.float32(0), data)
+        warnings.append(f"replaced {int(bad.sum()):,} NaN or Inf values with 0")
+    header = None
+    if hasattr(img.header, "get_qform"):  # NIfTI: a copy whose sform/qform match img.affine
+        header = type(img)(img.dataobj, img.affine, img.header.copy()).header
+    return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), header=header,
+                  source_dtype=np.dtype(img.get_data_dtype()), warnings=warnings)
+
+
+def to_nifti(data: np.ndarray, affine: np.ndarray, template: Volume | None = None,
+             dtype: str = "float32") -> nib.Nifti1Image:
+    """A Nifti1Image with the output affine and a header derived from the input's.
+
+    Uses the writer's header policy (:mod:`mrisr.writer`: sform and qform set
+    to ``affine``, the template's codes, units and TR kept) so that images
+    returned by :func:`upscale` carry the same header as files written by
+    ``mrisr upscale``.
+    """
+    from . import writer
+    from .geometry import check_affine
+
+    raw, slope, inter = writer.encode_data(np.asarray(data), dtype, template)
+    # The writer has no public in-memory builder yet; _nifti_image is its header policy.
+    built = writer._nifti_image(raw, check_affine(affine, "output affine"), template, slope, inter)
+    # It leaves img.affine None (for writing); give in-memory users the affine.
+    # The header's sform already equals it, so nibabel keeps the header's codes.
+    img = type(built)(built.dataobj, built.header.get_best_affine(), built.header)
+    img.header.set_slope_inter(*built.header.get_slope_inter())
+    return img
+
+
+def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
+            factor: float | Sequence[float] | None = None, method: str | None = None, order: int = 3,
+            model: Any = None, device: str = "auto", precision: str = "auto",
+            patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
+            threads: int | None = None, antialias: bool = True, series: str | None = None,
+            nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
+            progress: ProgressCallback | None = None) -> nib.Nifti1Image:
+    """Super-resolve an MRI image to a target voxel size.
+
+    Args:
+        image: A NIfTI file or DICOM folder path, a nibabel image or a
+            :class:`~mrisr.volume.Volume`.
+        spacing: Target voxel size(s) in mm, one value or three (voxel axes
+            i, j, k). Exactly one of ``spacing`` and ``factor``.
+        factor: Refinement factor(s) (2 halves every voxel size).
+        method: ``"cnn"``, ``"spline"`` or ``None`` (cnn if a model is available).
+        order: B-spline order, 0 to 5 (3 = cubic).
+        model: Model name or path (``None``: the default model).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; network only.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; network only.
+        patch_size: Network patch size (voxels); ``None`` chooses.
+        batch_size: Patches per network batch; ``None`` chooses.
+        threads: CPU threads for the network; ``None`` chooses.
+        antialias: Smooth axes that are made coarser before sampling.
+        series: DICOM series UID when a folder holds several.
+        nan_to_num: Replace NaN/Inf input values with 0 instead of refusing.
+        allow_uneven: Accept DICOM slices with uneven spacing.
+        max_voxels: Refuse outputs larger than this (voxels per volume).
+        progress: ``progress(done, total)`` in volumes.
+
+    Returns:
+        A ``nibabel.Nifti1Image`` in float32 on the contract grid (affine
+        ``A'``; qform/sform codes and, for 4D, the TR kept from the input).
+        ``img.extra["mrisr_report"]`` holds the :class:`UpscaleReport`.
+
+    Raises:
+        MrisrError: bad settings or input (subclasses name the problem).
+
+    Example:
+        >>> import numpy as np, nibabel as nib
+        >>> img = nib.Nifti1Image(np.zeros((10, 10, 5), np.float32), np.diag([1.0, 1.0, 3.0, 1.0]))
+        >>> out = upscale(img, spacing=[1, 1, 1], method="spline")
+        >>> out.shape, [float(z) for z in out.header.get_zooms()]
+        ((10, 10, 15), [1.0, 1.0, 1.0])
+    """
+    check_spacing_args(spacing, factor)
+    _check_order(order)
+    resolve_method(method, model)  # fail on a bad method before reading anything
+    t0 = time.perf_counter()
+    volume = as_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    read_time = time.perf_counter() - t0
+    data, affine, report = upscale_volume(
+        volume, spacing=spacing, factor=factor, method=method, order=order, model=model, device=device,
+        precision=precision, patch_size=patch_size, batch_size=batch_size, threads=threads,
+        antialias=antialias, max_voxels=max_voxels, progress=progress)
+    report.timings["read"] = read_time if isinstance(image, (str, Path)) else 0.0
+    img = to_nifti(data, affine, template=volume)
+    img.extra["mrisr_report"] = report
+    return img
