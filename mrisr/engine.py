@@ -36,7 +36,7 @@ from .device import (DTYPES, autocast, cpu_threads, empty_cache, is_out_of_memor
 from .errors import InputError, ModelError, MrisrError
 from .intensity import robust_scale
 from .model_card import LoadedModel
-from .tiling import Stitcher, Tile, batches, choose_core, network_voxels, plan_tiles
+from .tiling import Stitcher, Tile, batches, choose_core, plan_tiles
 
 #: Patches whose |input| stays below this fraction of the scale are not run.
 BACKGROUND = 0.01
@@ -260,7 +260,8 @@ class _Counters:
 
 def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float, device: torch.device,
               precision: str, out: np.ndarray, background: float | None = BACKGROUND,
-              progress: Callable[[int, int], None] | None = None) -> _Counters:
+              progress: Callable[[int, int], None] | None = None,
+              condition: torch.Tensor | None = None) -> _Counters:
     """Run ``network`` over the plan's tiles and stitch ``data + scale * residual`` into ``out``.
 
     Args:
@@ -274,8 +275,11 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
         background: Skip patches with ``max |patch| < background * scale``
             (``None`` runs every patch).
         progress: Called with ``(patches done, total)`` after each batch.
+        condition: ``(1, k)`` condition vector of a conditioned network
+            (the same for every patch), or None.
     """
     stitcher = Stitcher(out, plan.tiles, blend=plan.blend)
+    cond = None if condition is None else condition.to(device)
     counts = _Counters()
     total, done = len(plan.tiles), 0
     limit = None if background is None else background * scale
@@ -300,7 +304,7 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.inference_mode(), autocast(device, precision):
-                residual = network(x)
+                residual = network(x) if cond is None else network(x, cond.expand(len(run), -1))
             residual = residual.float().cpu().numpy()
             _sync(device)
             t0 = time.perf_counter()
@@ -323,7 +327,8 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
 def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", precision: str = "auto",
             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
             threads: int | None = None,
-            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, EngineStats]:
+            progress: Callable[[int, int], None] | None = None,
+            factors: Sequence[float] | None = None) -> tuple[np.ndarray, EngineStats]:
     """Add the network's residual to an interpolated volume, patch by patch.
 
     Args:
@@ -337,6 +342,8 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         batch_size: Patches per network call (default: from memory).
         threads: CPU threads for torch during the call (restored after).
         progress: Called with ``(patches done, total patches)``.
+        factors: Upsampling factor per voxel axis (input voxel size over
+            output voxel size); required by networks conditioned on them.
 
     Returns:
         ``(result, stats)``: the float32 volume and :class:`EngineStats`.
@@ -366,6 +373,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         scale = float(robust_scale(data))
         t_norm = time.perf_counter() - t0
         network = _prepare_network(model.network, dev)
+        condition = _condition(network, factors)
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
         budget = memory_budget(dev) // bytes_per_voxel(network, prec)
         out = np.empty(data.shape, np.float32)
@@ -374,7 +382,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
             plan = make_plan(data.shape, halo, budget, sides, batch_size)
             try:
                 counts = run_tiled(data, network, plan, scale=scale, device=dev, precision=prec, out=out,
-                                   progress=progress)
+                                   progress=progress, condition=condition)
                 break
             except Exception as exc:
                 if not is_out_of_memory(exc):
@@ -395,6 +403,15 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         seconds_normalise=t_norm, seconds_stitch=counts.stitch, network_voxels=counts.voxels, retries=retries,
         threads=n_threads, warnings=tuple(_warnings(plan, halo, retries)))
     return out, stats
+
+
+def _condition(network: nn.Module, factors: Sequence[float] | None) -> torch.Tensor | None:
+    """The condition vector of a factor-conditioned network (None for others)."""
+    if not getattr(network, "cond_dim", 0):
+        return None
+    if factors is None:
+        raise ModelError("this model is conditioned on the upsampling factors; pass factors= to enhance()")
+    return network.encode_factors(factors)
 
 
 def _warnings(plan: Plan, radius: int, retries: int) -> list[str]:
@@ -423,13 +440,15 @@ def _shrink(plan: Plan, sides: tuple[int, int, int] | None,
     return None, 1, max(1, min(budget, voxels) // 2)
 
 
-def whole_volume(data: np.ndarray, network: nn.Module, scale: float | None = None) -> np.ndarray:
+def whole_volume(data: np.ndarray, network: nn.Module, scale: float | None = None,
+                 factors: Sequence[float] | None = None) -> np.ndarray:
     """Reference: one fp32 whole-volume pass ``data + scale * network(data / scale)``.
 
     For tests and small volumes (needs the activations of the whole volume).
     """
     scale = float(robust_scale(data)) if scale is None else scale
     x = torch.from_numpy(np.ascontiguousarray(data, np.float32) / np.float32(scale))[None, None]
+    cond = _condition(network, factors)
     with torch.inference_mode():
-        r = network(x).float()[0, 0].numpy()
+        r = (network(x) if cond is None else network(x, cond)).float()[0, 0].numpy()
     return (data + r * np.float32(scale)).astype(np.float32)

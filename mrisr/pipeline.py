@@ -345,7 +345,9 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
                                   progress=lambda k: ticker.add(k * interp_share / 3))
         report.timings["interpolate"] += time.perf_counter() - t0
         if loaded is not None:
-            result = _enhance(result, loaded, report, engine_kw, ticker, 1.0 - interp_share)
+            # The network may be conditioned on the upsampling factor per voxel axis.
+            factors = tuple(1.0 / r for r in grid.ratios)
+            result = _enhance(result, loaded, report, {**engine_kw, "factors": factors}, ticker, 1.0 - interp_share)
         if data.ndim == 3:
             out[...] = result
         else:

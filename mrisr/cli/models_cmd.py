@@ -22,11 +22,14 @@ def _fmt_range(values: Any, unit: str = "") -> str:
 def validation_summary(validation: Any, limit: int = 3) -> str:
     """One line summarising a card's free-form ``validation`` entry.
 
+    A ``summary`` string wins; otherwise numeric entries come first, then short
+    strings, then the number of table rows.
+
     Example:
         >>> validation_summary({"summary": "PSNR +2.1 dB over cubic"})
         'PSNR +2.1 dB over cubic'
-        >>> validation_summary({"psnr_gain_db": 2.1, "ssim": 0.95})
-        'psnr_gain_db=2.1, ssim=0.95'
+        >>> validation_summary({"protocol": "x" * 80, "psnr_gain_mean": 2.1234, "rows": [{}, {}]})
+        'psnr_gain_mean=2.12; 2 rows'
         >>> validation_summary([])
         '-'
     """
@@ -34,16 +37,20 @@ def validation_summary(validation: Any, limit: int = 3) -> str:
         return "-"
     if isinstance(validation, str):
         return validation
-    if isinstance(validation, dict):
-        if isinstance(validation.get("summary"), str):
-            return validation["summary"]
-        items = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in validation.items()
-                 if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-        more = len(validation) - min(len(items), limit)
-        return ", ".join(items[:limit]) + (f" (+{more} more)" if more > 0 else "") if items else f"{len(validation)} entries"
     if isinstance(validation, list):
         return f"{len(validation)} rows"
-    return str(validation)
+    if not isinstance(validation, dict):
+        return str(validation)
+    if isinstance(validation.get("summary"), str):
+        return validation["summary"]
+    nums = [f"{k}={v:.3g}" for k, v in validation.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    short = [f"{k}={v}" for k, v in validation.items() if isinstance(v, str) and len(v) <= 40]
+    items = (nums + short)[:limit]
+    tables = [len(v) for v in validation.values() if isinstance(v, list)]
+    if tables:
+        items.append(f"{tables[0]} rows")
+    return "; ".join(items) if items else f"{len(validation)} entries"
 
 
 def _params(arch: dict) -> str:

@@ -61,6 +61,7 @@ class ModelConfig:
     depth: int = 8
     width: int = 32
     kernel: int = 3
+    condition: bool = True            # condition on log2 of the per-axis upsampling factors
 
 
 @dataclass(frozen=True)

@@ -228,8 +228,8 @@ class PatchSampler:
         whole = synthesize(subj.image[sub], subj.gm[sub], subj.wm[sub], kind, np.random.default_rng(seed))
         return crop / robust_scale(whole)
 
-    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One (input, target) pair of shape (patch,)*3."""
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One (input, target, per-axis factors) triple; images of shape (patch,)*3."""
         d, p = self.cfg.degradation, self.cfg.train.patch
         acq = sample_acquisition(d, rng)
         margin = int(math.ceil(3 * max(acq.factors))) + 4
@@ -246,22 +246,23 @@ class PatchSampler:
         inp = simulate(hr, acq, rng)
         c = slice(margin, margin + p)
         x, y = inp[c, c, c], hr[c, c, c]
+        factors = np.asarray(acq.factors, dtype=np.float32)
         if d.permute:
             perm = tuple(int(v) for v in rng.permutation(3))
-            x, y = x.transpose(perm), y.transpose(perm)
+            x, y, factors = x.transpose(perm), y.transpose(perm), factors[list(perm)]
         if d.flips:
             for ax in range(3):
                 if rng.random() < 0.5:
                     x, y = np.flip(x, ax), np.flip(y, ax)
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return np.ascontiguousarray(x), np.ascontiguousarray(y), factors
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The batch of training step ``step``: arrays (B, 1, P, P, P)."""
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batch of training step ``step``: inputs and targets (B, 1, P, P, P), factors (B, 3)."""
         rng = np.random.default_rng([self.cfg.train.seed, step])
-        pairs = [self.example(rng) for _ in range(self.cfg.train.batch)]
-        x = np.stack([a for a, _ in pairs])[:, None]
-        y = np.stack([b for _, b in pairs])[:, None]
-        return x, y
+        triples = [self.example(rng) for _ in range(self.cfg.train.batch)]
+        x = np.stack([t[0] for t in triples])[:, None]
+        y = np.stack([t[1] for t in triples])[:, None]
+        return x, y, np.stack([t[2] for t in triples])
 
 
 @dataclass

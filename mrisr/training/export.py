@@ -43,7 +43,7 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
     model = _as_loaded(network)
     for case in validation_cases(cfg, subjects, names or list(VALIDATION_CASES), contrasts):
         t0 = time.perf_counter()
-        sr, stats = enhance(case.inp, model, device="cpu", precision=precision)
+        sr, stats = enhance(case.inp, model, device="cpu", precision=precision, factors=case.acquisition.factors)
         seconds = time.perf_counter() - t0
         row = {"contrast": case.contrast, "case": case.name, "acquisition": case.acquisition.describe(),
                "psnr_spline": psnr(case.inp, case.target, mask=case.mask),

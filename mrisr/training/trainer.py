@@ -33,7 +33,14 @@ def build_network(cfg: Config) -> ReCNN:
     m = cfg.model
     if m.arch != "recnn":
         raise ConfigError(f"model.arch: {m.arch!r} is not trainable yet; valid: recnn")
-    return ReCNN(depth=m.depth, width=m.width, kernel=m.kernel)
+    return ReCNN(depth=m.depth, width=m.width, kernel=m.kernel, cond_dim=3 if m.condition else 0)
+
+
+def factor_condition(net: ReCNN, factors: np.ndarray) -> torch.Tensor | None:
+    """Condition tensor (B, 3) for per-sample factors (B, 3), or None if unconditioned."""
+    if not net.cond_dim:
+        return None
+    return torch.from_numpy(np.log2(np.maximum(1.0, np.asarray(factors, np.float32))).reshape(-1, 3))
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -49,10 +56,10 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def predict_volume(net: torch.nn.Module, inp: np.ndarray, precision: str = "bf16") -> np.ndarray:
+def predict_volume(net: ReCNN, inp: np.ndarray, factors, precision: str = "bf16") -> np.ndarray:
     """Whole-volume residual prediction added to the input (no tiling; validation only)."""
     with torch.inference_mode(), _autocast(precision):
-        res = net(torch.from_numpy(inp)[None, None])
+        res = net(torch.from_numpy(inp)[None, None], factor_condition(net, np.asarray([factors])))
     return inp + res.float()[0, 0].numpy()
 
 
@@ -68,7 +75,7 @@ def validate(net: torch.nn.Module, cases: list[ValidationCase], precision: str) 
     net.eval()
     out = {}
     for c in cases:
-        sr = predict_volume(net, c.inp, precision)
+        sr = predict_volume(net, c.inp, c.acquisition.factors, precision)
         p_spline = psnr_masked(c.inp, c.target, c.mask)
         p_net = psnr_masked(sr, c.target, c.mask)
         out[f"{c.contrast}:{c.name}"] = {"spline": p_spline, "net": p_net, "gain": p_net - p_spline}
@@ -113,7 +120,7 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    net = build_network(cfg)
+    net = build_network(cfg).to(memory_format=torch.channels_last_3d)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999))
     state = RunState(step=0, best_gain=-math.inf)
     ckpt = run_dir / "checkpoint.pt"
@@ -136,12 +143,13 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
     end = cfg.train.steps if stop_after is None else min(cfg.train.steps, state.step + stop_after)
     t0 = time.time()
     while state.step < end:
-        x, y = sampler.batch(state.step)
+        x, y, f = sampler.batch(state.step)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        xt = xt.contiguous(memory_format=torch.channels_last_3d)
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, cfg)
         with _autocast(cfg.train.precision):
-            res = net(xt)
+            res = net(xt, factor_condition(net, f))
         loss = criterion(xt + res.float(), yt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
