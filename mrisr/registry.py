@@ -26,8 +26,20 @@ RANGE_TOLERANCE = 0.02
 
 
 def models_dir() -> Path:
-    """Folder of the shipped models (the installed package ``mrisr._models``)."""
-    root = importlib.resources.files("mrisr._models")
+    """Folder of the shipped models.
+
+    Installed (``pip install .``), that is the package ``mrisr._models``; when
+    ``mrisr`` is imported straight from a source checkout (running the tests
+    from the repository root), it is the checkout's top-level ``models/``.
+    """
+    try:
+        root = importlib.resources.files("mrisr._models")
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parent.parent / "models"
+        if checkout.is_dir():
+            return checkout
+        raise ModelError("the bundled models (package mrisr._models) are missing from this installation; "
+                         "reinstall mrisr") from None
     return root if isinstance(root, Path) else Path(str(root))
 
 

@@ -337,3 +337,29 @@ def test_tiny_trained_recnn_beats_the_spline():
         opt.step()
     out, _ = enhance(test_in, loaded(net.eval()), patch_size=12, **FP32)
     assert _psnr(out, test_hr) > _psnr(test_in, test_hr) + 0.5
+
+
+def conditioned_net(seed=0) -> ReCNN:
+    torch.manual_seed(seed)
+    net = ReCNN(3, 4, cond_dim=3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv3d):
+                m.bias.uniform_(-0.3, 0.3)
+        net.cond.weight.uniform_(-1, 1)
+    return net.eval()
+
+
+@pytest.mark.parametrize("patch_size", [8, 13, 64])
+def test_conditioned_network_tiles_exactly_and_uses_the_factors(patch_size):
+    net = conditioned_net()
+    x = volume((15, 12, 10))
+    out, stats = enhance(x, loaded(net), patch_size=patch_size, factors=(1, 1, 4), **FP32)
+    np.testing.assert_allclose(out, whole_volume(x, net, factors=(1, 1, 4)), atol=1e-5 * stats.scale, rtol=0)
+    other, _ = enhance(x, loaded(net), patch_size=patch_size, factors=(2, 2, 2), **FP32)
+    assert np.abs(other - out).max() > 1e-3 * stats.scale
+
+
+def test_conditioned_network_needs_factors():
+    with pytest.raises(ModelError, match="conditioned on the upsampling factors"):
+        enhance(volume((8, 8, 8)), loaded(conditioned_net()), **FP32)

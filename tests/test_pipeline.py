@@ -172,6 +172,28 @@ def test_cnn_path_with_a_tiny_model():
     assert any("factor" in w for w in report.warnings) is False  # factors 2 and 3 are inside [1, 3]
 
 
+def test_conditioned_model_gets_the_factors_of_each_voxel_axis():
+    torch = pytest.importorskip("torch")
+    from mrisr.archs.recnn import ReCNN
+    from mrisr.engine import enhance
+    from mrisr.model_card import LoadedModel, example_card
+
+    torch.manual_seed(0)
+    net = ReCNN(3, 4, cond_dim=3)
+    with torch.no_grad():
+        net.cond.weight.uniform_(-1, 1)
+    model = LoadedModel("cond", example_card(name="cond"), net.eval(), "ab" * 32, None)
+    vol = Volume(RNG.normal(50, 10, (5, 6, 3)).astype(np.float32), _affine())  # oblique, 2 x 2 x 3 mm
+    data, _, _ = pipeline.upscale_volume(vol, spacing=(1, 2, 1), method="cnn", model=model, device="cpu",
+                                         precision="fp32", threads=1)
+    grid = target_grid(vol.affine, vol.spatial_shape, (1, 2, 1))
+    interp = resample_to_grid(vol.data, grid)
+    expected, _ = enhance(interp, model, device="cpu", precision="fp32", threads=1, factors=(2, 1, 3))
+    np.testing.assert_allclose(data, expected, atol=1e-5)
+    wrong, _ = enhance(interp, model, device="cpu", precision="fp32", threads=1, factors=(1, 1, 1))
+    assert np.abs(wrong - data).max() > 1e-3
+
+
 def test_spline_does_not_import_torch(tmp_path):
     code = ("import sys, numpy as np, nibabel as nib, mrisr\n"
             "img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))\n"

@@ -32,10 +32,12 @@ _FACTOR_HELP = "Divide the voxel sizes by this: one value or three (e.g. --facto
 
 
 def upscale(
-    inputs: Annotated[list[Path], typer.Argument(
-        metavar="INPUT", show_default=False,
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        metavar="INPUT...", show_default=False,
         help="Image files (NIfTI, MGH, NRRD, MetaImage), folders of them (non-recursive), DICOM series "
-             "folders, or folders of DICOM series folders.")],
+             "folders, or folders of DICOM series folders.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Use the 2 mm sample T1 that ships with mrisr as the input "
+                                                      "(derived from the ICBM152 template).")] = False,
     spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", help=_SPACING_HELP,
                                                 show_default=False)] = None,
     factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", help=_FACTOR_HELP,
@@ -97,6 +99,9 @@ def upscale(
             allow_uneven=allow_uneven, dtype=dtype, force=force)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
+        inputs = _with_demo(list(inputs or []), demo)
+        if demo and len(inputs) == 1 and output is None and output_dir is None:
+            output = Path.cwd() / "sample_t1_2mm_sr.nii.gz"  # never write inside the installed package
         jobs, loaded = _plan(inputs, settings, output, output_dir, suffix, shard_kn)
     except MrisrError as exc:
         raise usage_error(str(exc), console) from None
@@ -106,6 +111,19 @@ def upscale(
         raise typer.Exit(code=EXIT_OK)
     code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out)
     raise typer.Exit(code=code)
+
+
+def _with_demo(inputs: list[Path], demo: bool) -> list[Path]:
+    """Add the shipped sample for ``--demo``; refuse an empty input list."""
+    from mrisr.errors import MrisrError
+
+    if demo:
+        from mrisr.sample import sample_path
+
+        inputs.append(sample_path())
+    if not inputs:
+        raise MrisrError("no input given: name one or more images or folders, or use --demo")
+    return inputs
 
 
 def _check_settings(settings: Any) -> None:
