@@ -11,8 +11,10 @@ and everything that can be refused is refused before any image is read:
    jobs whose output exists as skipped (unless ``force``).
 2. :func:`preflight` reads NIfTI headers (not data) and refuses the jobs whose
    output grid would exceed ``max_voxels``.
-3. :func:`run_job` reads, upscales, writes the image and its JSON sidecar; a
-   failure is recorded on the job and the batch goes on.
+3. :func:`run_job` reads, upscales, writes the image, its QC picture when
+   asked (:mod:`mrisr.qc`) and its JSON sidecar; a failure is recorded on the
+   job and the batch goes on. :func:`iter_jobs` runs several jobs at once
+   (``n_jobs``, threads sharing the cores and the model).
 4. :func:`exit_code`: 0 when nothing failed, 1 otherwise.
 
 Example:
@@ -26,9 +28,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,8 @@ class BatchSettings:
     """Processing settings shared by every job of a batch.
 
     The fields mirror the arguments of :func:`mrisr.pipeline.upscale`, plus
-    ``dtype`` (``"float32"`` or ``"input"``) and ``force`` for the writer.
+    ``dtype`` (``"float32"`` or ``"input"``) and ``force`` for the writer,
+    and ``qc``: also draw a QC picture beside each output (:mod:`mrisr.qc`).
     """
 
     spacing: Any = None
@@ -72,6 +76,7 @@ class BatchSettings:
     max_voxels: int = DEFAULT_MAX_VOXELS
     dtype: str = "float32"
     force: bool = False
+    qc: bool = False
 
     def check(self) -> None:
         """Validate the settings that need no file (spacing, order, method).
@@ -96,6 +101,7 @@ class Job:
         error: Why it failed (or was skipped), without the input path.
         record: The JSON record once the job has run (or was skipped/refused).
         seconds: Wall-clock time of :func:`run_job`.
+        qc: The QC picture written for it (``settings.qc``), if any.
     """
 
     input: Path
@@ -104,6 +110,7 @@ class Job:
     error: str | None = None
     record: dict | None = None
     seconds: float = 0.0
+    qc: Path | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -283,11 +290,18 @@ def _mark_existing(job: Job, force: bool) -> None:
 
 
 def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
-    """Refuse, before any data is read, the jobs whose output grid is too large.
+    """Refuse, before anything is read or written, a target grid that is too large.
 
     Reads NIfTI headers only; other inputs are checked when they are read.
-    Refused jobs get status ``failed`` and an error.
+    Headers mrisr would refuse are left to the reader, which names the exact
+    problem when the job runs.
+
+    Raises:
+        GridTooLargeError: naming the input and the output's size: the spacing
+            or factor is too fine (a usage error: nothing has been done yet).
     """
+    from .errors import GridTooLargeError
+
     for job in jobs:
         if job.status != "pending" or not job.input.is_file() or not is_nifti_name(job.input.name):
             continue
@@ -297,16 +311,17 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
         try:
             plan_grid(header[0], header[1], spacing=settings.spacing, factor=settings.factor,
                       max_voxels=settings.max_voxels)
-        except MrisrError as exc:
-            _fail(job, exc)
+        except GridTooLargeError as exc:
+            raise GridTooLargeError(f"{job.input}: {exc}; choose a larger spacing (or a smaller factor)") from None
+        except MrisrError:
+            continue  # the reader gives the proper message
 
 
 def _header_geometry(path: Path) -> tuple[Any, tuple[int, ...]] | None:
-    import nibabel as nib
+    from .io import read_nifti_geometry
 
     try:
-        img = nib.load(str(path))
-        return img.affine, tuple(img.shape)
+        return read_nifti_geometry(path)
     except Exception:  # noqa: BLE001 - the reader gives the proper message later
         return None
 
@@ -374,6 +389,7 @@ def make_record(job: Job, report: UpscaleReport | None = None, input_sha256: str
     rec: dict[str, Any] = {
         "status": job.status, "error": job.error, "input": str(job.input), "output": str(job.output),
         "sidecar": str(job.sidecar), "mrisr_version": __version__, "input_sha256": input_sha256,
+        "qc": None if job.qc is None else str(job.qc),
     }
     values = report.to_dict() if report is not None else {}
     rec.update({name: values.get(name) for name in REPORT_FIELDS})
@@ -417,7 +433,7 @@ def run_job(job: Job, settings: BatchSettings, model: Any = None,
         return job.record or make_record(job)
     t0 = time.perf_counter()
     try:
-        report, sha = _process(job, settings, model, progress)
+        report, sha, qc_error = _process(job, settings, model, progress)
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         job.seconds = time.perf_counter() - t0
         if not isinstance(exc, MrisrError) and os.environ.get("MRISR_DEBUG"):
@@ -425,6 +441,10 @@ def run_job(job: Job, settings: BatchSettings, model: Any = None,
         _fail(job, exc)
         return job.record  # type: ignore[return-value]
     job.status, job.seconds = "ok", time.perf_counter() - t0
+    if qc_error is not None:
+        job.status = "failed"
+        job.error = (f"the image was written but its QC picture was not: {qc_error} "
+                     f"(make it later with: mrisr qc {job.input} {job.output})")
     job.record = make_record(job, report, sha)
     try:
         from .writer import save_json_atomic
@@ -438,11 +458,18 @@ def run_job(job: Job, settings: BatchSettings, model: Any = None,
 
 
 def _process(job: Job, settings: BatchSettings, model: Any,
-             progress: Callable[[float, int], None] | None) -> tuple[UpscaleReport, str]:
+             progress: Callable[[float, int], None] | None) -> tuple[UpscaleReport, str, str | None]:
+    """Read, upscale, write; returns the report, the input's SHA-256 and why the QC picture failed (or None)."""
     from .io import load_volume
-    from .writer import save_volume
+    from .writer import check_output_path, save_volume
 
+    if settings.qc:
+        from .qc import require_matplotlib
+
+        require_matplotlib()  # before any work: the input fails with the install hint
     _make_dir(job.output.parent)
+    # Refuse an unwritable destination before reading and upscaling (the writer checks again).
+    check_output_path(job.output, force=settings.force, inputs=(job.input,))
     t0 = time.perf_counter()
     volume = load_volume(job.input, series=settings.series, nan_to_num=settings.nan_to_num,
                          allow_uneven=settings.allow_uneven)
@@ -458,7 +485,157 @@ def _process(job: Job, settings: BatchSettings, model: Any,
                 inputs=(job.input,))
     report.timings["read"], report.timings["write"] = t_read, time.perf_counter() - t0
     report.input = str(job.input)
-    return report, file_sha256(job.input)
+    qc_error = _make_qc(job, settings, volume, data, affine, report) if settings.qc else None
+    return report, file_sha256(job.input), qc_error
+
+
+def _make_qc(job: Job, settings: BatchSettings, volume: Any, data: Any, affine: Any,
+             report: UpscaleReport) -> str | None:
+    """Draw the QC picture of a written output; sets ``job.qc``. Returns why it failed, or None."""
+    from .qc import qc_path, qc_picture
+    from .resample import resample_to_grid
+    from .volume import Volume
+
+    t0 = time.perf_counter()
+    try:
+        spline = None
+        if report.method != "spline":  # recompute the interpolation the network started from (cheap)
+            grid = plan_grid(volume.affine, volume.data.shape, spacing=settings.spacing, factor=settings.factor,
+                             max_voxels=settings.max_voxels)
+            first = volume.data if volume.data.ndim == 3 else volume.data[..., 0]
+            spline = resample_to_grid(first, grid, order=report.order, antialias=report.antialias)
+        job.qc = qc_picture(volume, Volume(data, affine), qc_path(job.output), spline=spline, method=report.method,
+                            model=report.model, order=report.order, antialias=report.antialias,
+                            names=(str(job.input), str(job.output)))
+    except Exception as exc:  # noqa: BLE001 - the image is written; report the picture's failure on the job
+        if not isinstance(exc, MrisrError) and os.environ.get("MRISR_DEBUG"):
+            traceback.print_exception(exc)
+        return str(exc) if isinstance(exc, MrisrError) else f"unexpected {type(exc).__name__}: {exc}"
+    finally:
+        report.timings["qc"] = time.perf_counter() - t0
+    return None
+
+
+# ----------------------------------------------------------------- several inputs at once
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity: a SLURM or taskset allocation), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(n_jobs: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``n_jobs`` inputs processed at once: ``max(1, cores // n_jobs)``.
+
+    Example:
+        >>> threads_per_job(2, cores=8), threads_per_job(3, cores=2)
+        (4, 1)
+    """
+    cores = available_cores() if cores is None else int(cores)
+    return max(1, cores // max(1, int(n_jobs)))
+
+
+class _Stopped(BaseException):
+    """Raised inside a worker (from its progress callback) to abandon its job after Ctrl-C.
+
+    A BaseException, so :func:`run_job` does not record it as a failure of the input.
+    """
+
+
+def iter_jobs(jobs: Iterable[Job], settings: BatchSettings, model: Any = None, *, n_jobs: int = 1,
+              on_start: Callable[[Job], Callable[[float, int], None] | None] | None = None,
+              on_finish: Callable[[Job], None] | None = None) -> Iterator[Job]:
+    """Run jobs with :func:`run_job`, up to ``n_jobs`` at once; yield each, in input order, once finished.
+
+    ``n_jobs > 1`` runs the jobs in a pool of threads of this process. The
+    heavy work releases the GIL (torch's convolutions, numpy's and
+    scipy.ndimage's loops, zlib, hashing), the model is loaded once and shared,
+    and records and callbacks need no pickling. Each job's network runs with
+    ``settings.threads`` or else :func:`threads_per_job` torch threads (set per
+    worker thread, which is what torch's OpenMP pool follows), so the jobs
+    share the cores instead of each taking all of them. Every output, sidecar
+    and record is what a sequential run writes, apart from timings and, for
+    the network, the ``threads`` field; records come out in input order.
+
+    Args:
+        jobs: From :func:`plan_batch` (skipped and failed ones pass through).
+        settings: Checked settings.
+        model: The loaded model (:func:`prepare_model`), or ``None``.
+        n_jobs: Inputs processed at once (1: one after another, in this thread).
+        on_start: ``on_start(job)`` when a job begins, in the thread that runs
+            it; may return the job's ``progress(done, total)`` callback.
+        on_finish: ``on_finish(job)`` when a job ends (in any order), in the
+            thread that ran it.
+
+    Raises:
+        MrisrError: ``n_jobs`` is not a positive integer.
+
+    On Ctrl-C (or when the caller stops iterating) no new job starts, running
+    jobs stop at their next progress step (outputs are written atomically, so
+    nothing partial is left), and the KeyboardInterrupt goes on.
+    """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise MrisrError(f"jobs must be a positive integer, got {n_jobs!r}")
+    jobs = list(jobs)
+    workers = min(n_jobs, sum(job.status == "pending" for job in jobs))
+    if workers <= 1:
+        for job in jobs:
+            yield _run_one(job, settings, model, on_start, on_finish, None)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    if settings.method == "cnn":
+        if settings.threads is None:
+            settings = dataclasses.replace(settings, threads=threads_per_job(workers))
+        model = model if model is not None else prepare_model(settings)
+        _share_model(model, settings)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mrisr-job")
+    try:
+        futures = [pool.submit(_run_one, job, settings, model, on_start, on_finish, stop) for job in jobs]
+        for job, future in zip(jobs, futures):
+            future.result()
+            yield job
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_jobs(jobs: Iterable[Job], settings: BatchSettings, model: Any = None, *, n_jobs: int = 1) -> list[dict]:
+    """Run every job (up to ``n_jobs`` at once, see :func:`iter_jobs`); their records in input order."""
+    return [job.record or make_record(job) for job in iter_jobs(jobs, settings, model, n_jobs=n_jobs)]
+
+
+def _run_one(job: Job, settings: BatchSettings, model: Any,
+             on_start: Callable[[Job], Callable[[float, int], None] | None] | None,
+             on_finish: Callable[[Job], None] | None, stop: threading.Event | None) -> Job:
+    if stop is not None and stop.is_set():
+        raise _Stopped
+    callback = on_start(job) if on_start is not None else None
+    progress = callback
+    if stop is not None:
+        def progress(done: float, total: int) -> None:
+            if stop.is_set():
+                raise _Stopped
+            if callback is not None:
+                callback(done, total)
+    run_job(job, settings, model, progress=progress)
+    if on_finish is not None:
+        on_finish(job)
+    return job
+
+
+def _share_model(model: Any, settings: BatchSettings) -> None:
+    """Move the shared network to its device once, before threads use it (the engine does it in place)."""
+    if model is None or not hasattr(model, "network"):
+        return
+    from .device import resolve_device
+    from .engine import _prepare_network
+
+    _prepare_network(model.network, resolve_device(settings.device))
 
 
 def exit_code(jobs: Iterable[Job]) -> int:
@@ -485,5 +662,6 @@ def summarise(jobs: Sequence[Job]) -> dict[str, int]:
 
 
 __all__ = ["BatchSettings", "Job", "parse_shard", "expand_inputs", "name_outputs", "plan_batch", "preflight",
-           "prepare_model", "ensure_dataset_description", "run_job", "make_record", "exit_code", "summarise",
+           "prepare_model", "ensure_dataset_description", "run_job", "iter_jobs", "run_jobs", "available_cores",
+           "threads_per_job", "make_record", "exit_code", "summarise",
            "file_sha256"]

@@ -31,6 +31,14 @@ class GeometryError(MrisrError):
     """An affine, a spacing or a grid is invalid (singular, zero, negative...)."""
 
 
+class GridTooLargeError(GeometryError):
+    """The requested output grid is larger than allowed (the message gives its size).
+
+    A usage problem rather than a bad input: the target spacing or factor is
+    too fine for the image, so the command line refuses it before any work.
+    """
+
+
 class OutputError(MrisrError):
     """An output cannot be written where asked (exists, unwritable, is an input)."""
 

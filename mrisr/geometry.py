@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GeometryError
+from .errors import GeometryError, GridTooLargeError
 
 #: Largest output a single call may produce unless the caller raises it (voxels).
 DEFAULT_MAX_VOXELS = 2_000_000_000
@@ -146,8 +146,9 @@ def target_grid(affine: np.ndarray, shape: Sequence[int], spacing: float | Seque
         The :class:`TargetGrid`.
 
     Raises:
-        GeometryError: for an invalid affine, shape or spacing, or a grid that
-            would exceed ``max_voxels`` (the message gives the size).
+        GeometryError: for an invalid affine, shape or spacing.
+        GridTooLargeError: (a GeometryError) for a grid that would exceed
+            ``max_voxels``; the message gives the shape, voxels and GB.
 
     Example:
         >>> a = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -165,7 +166,7 @@ def target_grid(affine: np.ndarray, shape: Sequence[int], spacing: float | Seque
     total = int(np.prod(new_shape, dtype=np.int64))
     if total > max_voxels:
         gb = total * 4 / 1e9
-        raise GeometryError(
+        raise GridTooLargeError(
             f"spacing {sp} would give an output of shape {new_shape} ({total:,} voxels, "
             f"{gb:.1f} GB as float32), above the limit of {max_voxels:,} voxels"
         )

@@ -155,6 +155,35 @@ def nifti_affine(header: Any, shape: tuple[int, ...] | None = None) -> tuple[np.
     return base, "base", ["no sform or qform (both codes 0): orientation unknown, using the voxel sizes only"]
 
 
+def read_nifti_geometry(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The affine and data shape of a NIfTI file, from its header only (cheap).
+
+    Applies the same checks and affine choice as :func:`load_volume`, without
+    reading the data and without nibabel's automatic header fixes (nor its
+    log messages), so callers can plan the work before reading anything.
+
+    Returns:
+        ``(affine, shape)``: the voxel-to-RAS affine and the 3D or 4D shape.
+
+    Raises:
+        InputError: naming the file and what is wrong with its header.
+
+    Example:
+        >>> affine, shape = read_nifti_geometry("t2.nii.gz")   # doctest: +SKIP
+    """
+    p = Path(path).expanduser()
+    _check_readable(p)
+    with _gzip_errors(p), _open_stream(p) as f:
+        head = f.read(540)
+    hdr = _parse_header(p, _nifti_header_class(p, head[:4], len(head)), head)
+    shape = _check_nifti_header(p, hdr)
+    try:
+        affine, _, _ = nifti_affine(hdr, shape)
+    except GeometryError as e:
+        raise InputError(p, str(e)) from None
+    return affine, shape
+
+
 def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
     """Convert a voxel-to-LPS affine (ITK, DICOM) to voxel-to-RAS (NIfTI, mrisr).
 

@@ -70,6 +70,28 @@ def interpolation_taps(positions: np.ndarray, n: int, order: int) -> tuple[np.nd
     return reflect_index(ks, n), w
 
 
+#: Axes shorter than this are mirror-padded before the spline prefilter, whose
+#: built-in boundary handling is inexact on very short signals.
+_SHORT_AXIS = 32
+
+
+def spline_coefficients(data: np.ndarray, axis: int, order: int) -> np.ndarray:
+    """B-spline coefficients along ``axis`` for half-sample symmetric extension.
+
+    Short axes are first extended by mirroring about the edges (the same
+    extension, written out) so the prefilter's boundary treatment is exact to
+    float32 precision, then cropped back.
+    """
+    n = data.shape[axis]
+    if n >= _SHORT_AXIS:
+        return ndimage.spline_filter1d(data, order=order, axis=axis, mode="reflect", output=np.float32)
+    pad = [(0, 0)] * data.ndim
+    pad[axis] = (_SHORT_AXIS, _SHORT_AXIS)
+    padded = np.pad(np.asarray(data, dtype=np.float32), pad, mode="symmetric")
+    full = ndimage.spline_filter1d(padded, order=order, axis=axis, mode="reflect", output=np.float32)
+    return np.take(full, np.arange(_SHORT_AXIS, _SHORT_AXIS + n), axis=axis)
+
+
 def resample_axis(data: np.ndarray, axis: int, positions: np.ndarray, order: int = 3) -> np.ndarray:
     """Sample ``data`` along one axis at continuous voxel ``positions``.
 
@@ -91,7 +113,7 @@ def resample_axis(data: np.ndarray, axis: int, positions: np.ndarray, order: int
     n = data.shape[axis]
     coeffs = data
     if order >= 2 and n > 1:
-        coeffs = ndimage.spline_filter1d(data, order=order, axis=axis, mode="reflect", output=np.float32)
+        coeffs = spline_coefficients(data, axis, order)
     idx, w = interpolation_taps(positions, n, order)
     shape = [1] * data.ndim
     shape[axis] = len(positions)

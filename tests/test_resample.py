@@ -137,3 +137,13 @@ def test_bad_order_is_refused():
     grid = target_grid(np.eye(4), (4, 4, 4), 0.5)
     with pytest.raises(MrisrError, match="order"):
         resample_to_grid(np.zeros((4, 4, 4), np.float32), grid, order=6)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 7])
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_short_axes_keep_constants_exactly(n, order):
+    from mrisr.resample import resample_axis
+
+    x = np.full((n, 3), 7.0, np.float32)
+    y = resample_axis(x, 0, np.linspace(-0.5, n - 0.5, 11), order)
+    np.testing.assert_allclose(y, 7.0, atol=5e-6)

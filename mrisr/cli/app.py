@@ -55,6 +55,7 @@ from mrisr.cli import degrade_cmd; app.command("degrade", cls=degrade_cmd.Degrad
 from mrisr.cli import upscale_cmd; app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)  # noqa: E402, E702, E501
 from mrisr.cli import info_cmd; app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)  # noqa: E402, E702, E501
 from mrisr.cli import models_cmd; app.command("models")(models_cmd.models)  # noqa: E402, E702
+from mrisr.cli import qc_cmd; app.command("qc", cls=qc_cmd.QCCommand)(qc_cmd.qc)  # noqa: E402, E702
 # --- end of command registrations ---
 
 

@@ -11,6 +11,7 @@ Examples::
     mrisr upscale scans/ --factor 1 1 3 --output-dir derivatives/mrisr --json
     mrisr upscale dicom/T2_AX/ --spacing 0.5 -o t2_05mm.nii.gz
     mrisr upscale data/ --spacing 1 --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+    mrisr upscale scans/ --spacing 1 --jobs 4 --qc
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def upscale(
     shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", show_default=False,
                                               help="Process every N-th input from the K-th (0-based), after "
                                                    "sorting: for job arrays.")] = None,
+    n_jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Inputs processed at once (CPU); each gets "
+                                                                  "cores/N network threads unless --threads.")] = 1,
+    qc: Annotated[bool, typer.Option("--qc", help="Also write a QC picture <output stem>_qc.png: input, spline, "
+                                                  "result and result - spline in three planes (needs "
+                                                  "pip install \"mrisr[qc]\").")] = False,
 ) -> None:
     """Super-resolve images to a target voxel size (exactly one of --spacing / --factor).
 
@@ -96,7 +102,7 @@ def upscale(
             spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"),
             method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
-            allow_uneven=allow_uneven, dtype=dtype, force=force)
+            allow_uneven=allow_uneven, dtype=dtype, force=force, qc=qc)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
         inputs = _with_demo(list(inputs or []), demo)
@@ -109,7 +115,9 @@ def upscale(
         if not quiet:
             print_warning(f"shard {shard} holds no inputs; nothing to do", console)
         raise typer.Exit(code=EXIT_OK)
-    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out)
+    if n_jobs > 1 and not quiet:
+        _warn_shared_device(settings, n_jobs, console)
+    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs)
     raise typer.Exit(code=code)
 
 
@@ -161,19 +169,20 @@ def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Pa
     return jobs, loaded
 
 
-def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool) -> int:
-    from mrisr.batch import exit_code, run_job
+def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool,
+         n_jobs: int = 1) -> int:
+    """Run the jobs (``n_jobs`` at once); errors, lines and records come out in input order."""
+    from mrisr.batch import exit_code, iter_jobs, make_record
 
     display = _Display(console, len(jobs), quiet)
     with display:
-        for job in jobs:
-            progress = display.start(job)
-            record = run_job(job, settings, loaded, progress=progress)
+        for job in iter_jobs(jobs, settings, loaded, n_jobs=n_jobs, on_start=display.start,
+                             on_finish=display.finish):
             display.done(job)
             if job.status == "failed":
                 print_error(f"{job.input}: {job.error}", console)
             if json_out:
-                print_json(record)
+                print_json(job.record or make_record(job))
     if not quiet:
         _print_warnings(jobs, console)
         _print_summary(jobs, console)
@@ -187,13 +196,22 @@ def _print_warnings(jobs: list, console: Any) -> None:
 
 
 class _Display:
-    """Progress on stderr: live bars on a terminal, one line per input otherwise."""
+    """Progress on stderr: live bars on a terminal, one line per input otherwise.
+
+    ``start`` and ``finish`` may be called from worker threads (``--jobs``):
+    rich's Progress is thread-safe and the bar of each running input is kept
+    per job. ``done`` is called in input order from the main thread.
+    """
 
     def __init__(self, console: Any, n_jobs: int, quiet: bool) -> None:
+        import threading
+
         self.console, self.n_jobs, self.quiet, self.index = console, n_jobs, quiet, 0
         self.live = not quiet and console.is_terminal
         self.bar: Any = None
-        self.overall = self.current = None
+        self.overall: Any = None
+        self.tasks: dict[int, Any] = {}
+        self.lock = threading.Lock()
 
     def __enter__(self) -> _Display:
         if self.live:
@@ -212,26 +230,46 @@ class _Display:
 
     def start(self, job: Any) -> Any:
         """Begin a job; returns the ``progress(done, total)`` callback for it."""
-        self.index += 1
         if self.bar is None or job.status != "pending":
             return None
-        self.current = self.bar.add_task(f"{job.input.name} (volumes)", total=None)
+        task = self.bar.add_task(f"{job.input.name} (volumes)", total=None)
+        with self.lock:
+            self.tasks[id(job)] = task
 
         def on_progress(done: float, total: int) -> None:
-            self.bar.update(self.current, completed=done, total=total)
+            self.bar.update(task, completed=done, total=total)
 
         return on_progress
 
+    def finish(self, job: Any) -> None:
+        """A job ended (any order): drop its bar and advance the overall one."""
+        if self.bar is None:
+            return
+        with self.lock:
+            task = self.tasks.pop(id(job), None)
+        if task is not None:
+            self.bar.remove_task(task)
+        self.bar.advance(self.overall)
+
     def done(self, job: Any) -> None:
-        """Finish a job: advance the overall bar, or print its line."""
-        if self.bar is not None:
-            if self.current is not None:
-                self.bar.remove_task(self.current)
-                self.current = None
-            self.bar.advance(self.overall)
-        elif not self.quiet and job.status != "failed":  # failures get their own error line
+        """Report a finished job, in input order: its line when there are no live bars."""
+        self.index += 1
+        if self.bar is None and not self.quiet and job.status != "failed":  # failures get their own error line
+            qc = f", QC picture {job.qc}" if job.qc is not None else ""
             self.console.print(f"[{self.index}/{self.n_jobs}] {job.status:7s} {job.input} -> {job.output} "
-                               f"({job.seconds:.1f} s)", markup=False, highlight=False)
+                               f"({job.seconds:.1f} s{qc})", markup=False, highlight=False)
+
+
+def _warn_shared_device(settings: Any, n_jobs: int, console: Any) -> None:
+    """--jobs is for CPU runs: say so when several inputs would share one GPU."""
+    if settings.method != "cnn":
+        return
+    from mrisr.device import resolve_device
+
+    device = resolve_device(settings.device)
+    if device.type != "cpu":
+        print_warning(f"--jobs {n_jobs} runs {n_jobs} inputs at once on one {device.type} device; they share its "
+                      "memory and are rarely faster than --jobs 1 there (--jobs is meant for CPU runs)", console)
 
 
 def _shape(job: Any) -> str:

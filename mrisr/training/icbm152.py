@@ -25,7 +25,6 @@ NeuroImage 47 (2009) S102; Collins et al., NeuroImage (1999).
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import MrisrError
+from ..model_card import file_sha256
 
 NILEARN_VERSION = "0.14.1"
 NOTICE = " ".join(__doc__.split("(it must travel with any derived data):")[1].split("References:")[0].split())
@@ -47,15 +47,6 @@ FILES = {
 }
 
 
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(folder: Path) -> dict[str, Path]:
     """Paths of the three files in ``folder``, checksummed.
 
@@ -67,7 +58,7 @@ def verify(folder: Path) -> dict[str, Path]:
         p = Path(folder) / name
         if not p.is_file():
             raise MrisrError(f"{p}: missing; run `mrisr train --fetch-data {folder}` first")
-        got = sha256(p)
+        got = file_sha256(p)
         if got != digest:
             raise MrisrError(f"{p}: checksum mismatch: expected {digest}, got {got}")
         out[key] = p
