@@ -497,8 +497,8 @@ def _qform_gap(header: Any, sform: np.ndarray, shape: tuple[int, ...]) -> str | 
     dist = _corner_distance(qform, sform, shape)
     if dist <= QFORM_SFORM_TOLERANCE_MM:
         return None
-    if has_shear(sform) and _corner_distance(qform, _rigid_qform(sform), shape) <= QFORM_SFORM_TOLERANCE_MM:
-        return None  # a qform cannot hold shear: the closest rigid fit is the expected qform
+    if _corner_distance(qform, _rigid_qform(sform), shape) <= QFORM_SFORM_TOLERANCE_MM:
+        return None  # a qform cannot hold shear (however small): its closest rigid fit is the expected qform
     return f"they place the grid corners up to {dist:.4g} mm apart"
 
 
