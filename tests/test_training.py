@@ -107,3 +107,20 @@ def test_resume_refuses_a_changed_config(folder_config: Path, tmp_path: Path) ->
                                base_dir=cfg.base_dir)
     with pytest.raises(ConfigError, match="different configuration"):
         train(changed, tmp_path / "run", resume=True)
+
+
+def test_export_writes_a_loadable_model_with_its_validation(folder_config: Path, tmp_path: Path) -> None:
+    from mrisr.registry import load_model
+    from mrisr.training.export import export_model
+
+    cfg = load_config(folder_config)
+    best = train(cfg, tmp_path / "run", config_path=folder_config)
+    card = export_model(cfg, best, tmp_path / "tiny-model", config_path=folder_config, description="test",
+                        log=lambda line: None)
+    loaded = load_model(tmp_path / "tiny-model")
+    assert loaded.sha256 == card.sha256 and loaded.network.cond_dim == 3
+    rows = card.validation["rows"]
+    assert {r["case"] for r in rows} >= {"iso2-box", "thick4-slice", "kspace2x2-kspace"}
+    assert all(np.isfinite(r["psnr_spline"]) and np.isfinite(r["psnr_model"]) for r in rows)
+    assert card.validation["psnr_gain_min"] == min(r["psnr_gain"] for r in rows)
+    assert (tmp_path / "tiny-model" / "validation.md").read_text().count("| t1 |") == len(rows)

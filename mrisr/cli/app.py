@@ -47,15 +47,17 @@ def _root(
     """Super-resolution of brain MRI with exact geometry."""
 
 
-# --- command registrations (one line per command module) ---
-from mrisr.cli import train_cmd  # noqa: E402
+# --- command registrations (in the order --help lists them) ---
+from mrisr.cli import (degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
+                       train_cmd, upscale_cmd)
+
+app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)
+app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)
+app.command("models")(models_cmd.models)
+app.command("qc", cls=qc_cmd.QCCommand)(qc_cmd.qc)
+app.command("degrade", cls=degrade_cmd.DegradeCommand)(degrade_cmd.degrade)
+app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("train")(train_cmd.train)
-from mrisr.cli import evaluate_cmd; app.command("evaluate")(evaluate_cmd.evaluate)  # noqa: E402, E702
-from mrisr.cli import degrade_cmd; app.command("degrade", cls=degrade_cmd.DegradeCommand)(degrade_cmd.degrade)  # noqa: E402, E702, E501
-from mrisr.cli import upscale_cmd; app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)  # noqa: E402, E702, E501
-from mrisr.cli import info_cmd; app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)  # noqa: E402, E702, E501
-from mrisr.cli import models_cmd; app.command("models")(models_cmd.models)  # noqa: E402, E702
-from mrisr.cli import qc_cmd; app.command("qc", cls=qc_cmd.QCCommand)(qc_cmd.qc)  # noqa: E402, E702
 # --- end of command registrations ---
 
 

@@ -39,6 +39,8 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
     from ..engine import enhance
 
     subjects = load_subjects(cfg)
+    if subjects[0].gm is None:
+        contrasts = ("t1",)  # no tissue maps: only the volumes' own contrast
     rows = []
     model = _as_loaded(network)
     for case in validation_cases(cfg, subjects, names or list(VALIDATION_CASES), contrasts):
