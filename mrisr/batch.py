@@ -38,10 +38,12 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError, MrisrError, OutputError
+from .ensemble import STD_SUFFIX, std_path
 from .geometry import DEFAULT_MAX_VOXELS
 from .naming import (OUTPUT_SUFFIXES, dataset_description, is_image_name, is_nifti_name, output_name,
                      output_stem, sidecar_path, split_extension)
-from .pipeline import UpscaleReport, check_spacing_args, load_model_once, plan_grid, resolve_method, upscale_volume
+from .pipeline import (UpscaleReport, check_spacing_args, check_trust_args, load_model_once, plan_grid,
+                       resolve_method, upscale_volume)
 
 #: Job states: planned, done, left alone (output exists), or failed.
 STATUSES = ("pending", "ok", "skipped", "failed")
@@ -57,6 +59,9 @@ class BatchSettings:
     The fields mirror the arguments of :func:`mrisr.pipeline.upscale`, plus
     ``dtype`` (``"float32"`` or ``"input"``) and ``force`` for the writer,
     and ``qc``: also draw a QC picture beside each output (:mod:`mrisr.qc`).
+    ``consistency``/``consistency_psf`` and ``uncertainty``/``ensemble`` are
+    those of :func:`mrisr.pipeline.upscale_volume`; with ``uncertainty`` the
+    std map is written beside each output (:func:`mrisr.ensemble.std_path`).
     """
 
     spacing: Any = None
@@ -77,6 +82,10 @@ class BatchSettings:
     dtype: str = "float32"
     force: bool = False
     qc: bool = False
+    consistency: bool = False
+    consistency_psf: str = "box"
+    uncertainty: bool = False
+    ensemble: str | None = None
 
     def check(self) -> None:
         """Validate the settings that need no file (spacing, order, method).
@@ -88,6 +97,8 @@ class BatchSettings:
         if self.dtype not in ("float32", "input"):
             raise MrisrError(f"dtype must be 'float32' or 'input', got {self.dtype!r}")
         self.method, self.model = resolve_method(self.method, self.model)
+        self.ensemble = check_trust_args(self.method, self.consistency, self.consistency_psf, self.uncertainty,
+                                         self.ensemble)
 
 
 @dataclass
@@ -156,6 +167,7 @@ def _folder_inputs(folder: Path) -> list[Path]:
     if images:
         # Earlier outputs of ours sitting next to their inputs are not inputs.
         produced = {output_stem(p) for p in images}
+        produced |= {stem + STD_SUFFIX for stem in produced}  # their uncertainty maps (--uncertainty)
         return [p for p in images if split_extension(p.name)[0] not in produced]
     if _is_dicom_folder(folder):
         return [folder]
@@ -470,19 +482,27 @@ def _process(job: Job, settings: BatchSettings, model: Any,
     _make_dir(job.output.parent)
     # Refuse an unwritable destination before reading and upscaling (the writer checks again).
     check_output_path(job.output, force=settings.force, inputs=(job.input,))
+    if settings.uncertainty:
+        check_output_path(std_path(job.output), force=settings.force, inputs=(job.input,))
     t0 = time.perf_counter()
     volume = load_volume(job.input, series=settings.series, nan_to_num=settings.nan_to_num,
                          allow_uneven=settings.allow_uneven)
     t_read = time.perf_counter() - t0
-    data, affine, report = upscale_volume(
+    result = upscale_volume(
         volume, spacing=settings.spacing, factor=settings.factor, method=settings.method, order=settings.order,
         model=model if model is not None else settings.model, device=settings.device,
         precision=settings.precision, patch_size=settings.patch_size, batch_size=settings.batch_size,
         threads=settings.threads, antialias=settings.antialias, max_voxels=settings.max_voxels,
-        progress=progress)
+        progress=progress, consistency=settings.consistency, consistency_psf=settings.consistency_psf,
+        uncertainty=settings.uncertainty, ensemble=settings.ensemble)
+    data, affine, report = result
     t0 = time.perf_counter()
     save_volume(data, affine, job.output, template=volume, dtype=settings.dtype, force=settings.force,
                 inputs=(job.input,))
+    if result.std is not None and report.uncertainty is not None:
+        report.uncertainty["std_output"] = str(save_volume(result.std, affine, std_path(job.output),
+                                                           template=volume, dtype="float32",
+                                                           force=settings.force, inputs=(job.input,)))
     report.timings["read"], report.timings["write"] = t_read, time.perf_counter() - t0
     report.input = str(job.input)
     qc_error = _make_qc(job, settings, volume, data, affine, report) if settings.qc else None

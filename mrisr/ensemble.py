@@ -37,7 +37,7 @@ from .errors import MrisrError, look_up_option
 #: How the 8 passes are combined.
 COMBINES = ("mean", "median")
 #: The 8 flips: for each voxel axis, whether it is reversed (the identity first).
-FLIPS: tuple[tuple[bool, bool, bool], ...] = tuple(itertools.product((False, True), repeat=3))  # type: ignore[assignment]
+FLIPS: tuple[tuple[bool, ...], ...] = tuple(itertools.product((False, True), repeat=3))
 #: Suffix of the uncertainty map beside an output.
 STD_SUFFIX = "_std"
 #: Voxels above this fraction of the robust scale are foreground for the summary statistics.

@@ -27,7 +27,9 @@ Robust scale: :func:`mrisr.intensity.robust_scale` (the 99th percentile of
 the foreground, the intensity the network sees as 1.0).
 
 Noise sigma: for each voxel axis ``k`` with at least 3 voxels, the second
-difference ``d = x[i-1] - 2 x[i] + x[i+1]`` over foreground voxels; for white
+difference ``d = x[i-1] - 2 x[i] + x[i+1]`` over tissue voxels (the three
+voxels above ``TISSUE``, 30 %, of the robust scale: in the background,
+magnitude noise is Rayleigh-distributed and would bias the estimate low); for white
 noise of std sigma, ``d`` has std ``sqrt(6) sigma``, so
 ``sigma_k = 1.4826 MAD(d) / sqrt(6)``. Anatomy adds to every ``sigma_k``
 (least along the axis that samples it finest), so the estimate is the
@@ -59,6 +61,9 @@ from .intensity import robust_scale
 
 #: Voxels above this fraction of the robust scale are foreground.
 FOREGROUND = 0.1
+#: Voxels above this fraction of the robust scale are tissue, where the noise is measured (the
+#: magnitude noise of the background is Rayleigh-distributed and would bias it low).
+TISSUE = 0.3
 #: Warn when more than this fraction of voxels is below ``-NEGATIVE_LEVEL * scale``.
 NEGATIVE_FRACTION = 0.02
 NEGATIVE_LEVEL = 0.05
@@ -192,8 +197,7 @@ def assess_input(data: np.ndarray, input_spacing: Sequence[float] | None = None,
     out.foreground_fraction = float(fg_sample.size / max(sample.size, 1))
     out.levels = int(np.unique(fg_sample[:200_000]).size) if fg_sample.size else 0
     out.levels = min(out.levels, 1000)
-    mask = x > FOREGROUND * scale
-    sigma = noise_sigma(x, mask)
+    sigma = noise_sigma(x, x > TISSUE * scale)
     if not math.isnan(sigma):
         out.noise_sigma = sigma
         out.noise_relative = sigma / scale

@@ -80,7 +80,16 @@ class UpscaleReport:
         timings: Seconds spent per stage (``read``, ``interpolate``,
             ``network``, ``write``; read and write are filled by the caller
             that does them).
-        warnings: Reader warnings and model range warnings, in plain language.
+        warnings: Reader warnings, model range warnings and input checks
+            (:mod:`mrisr.ood`), in plain language.
+        consistency: With ``consistency=True``: the projection's PSF and the
+            consistency errors of the spline, the network and the projected
+            result (:mod:`mrisr.consistency`); else ``None``.
+        uncertainty: With the flip ensemble: how the passes were combined,
+            their number, std-map statistics and ``std_output`` (the path of
+            the written std map, filled by the writer); else ``None``.
+        ood: Measures of the input behind the input-check warnings
+            (:class:`mrisr.ood.InputAssessment`; ``method="cnn"`` only).
     """
 
     input: str | None
@@ -105,6 +114,9 @@ class UpscaleReport:
     patches_skipped: int = 0
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     warnings: list[str] = field(default_factory=list)
+    consistency: dict | None = None
+    uncertainty: dict | None = None
+    ood: dict | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready copy (plain lists, floats and strings).
@@ -118,12 +130,28 @@ class UpscaleReport:
         return _jsonable(dataclasses.asdict(self))
 
 
-class UpscaleResult(NamedTuple):
-    """Output of :func:`upscale_volume`: unpacks as ``data, affine, report``."""
-
+class _UpscaleTuple(NamedTuple):
     data: np.ndarray
     affine: np.ndarray
     report: UpscaleReport
+
+
+class UpscaleResult(_UpscaleTuple):
+    """Output of :func:`upscale_volume`: unpacks as ``data, affine, report``.
+
+    ``std`` holds the voxel-wise standard deviation of the flip ensemble
+    (same shape as ``data``) when ``uncertainty=True``, else ``None``.
+    """
+
+    std: np.ndarray | None = None
+
+    @classmethod
+    def with_std(cls, data: np.ndarray, affine: np.ndarray, report: UpscaleReport,
+                 std: np.ndarray | None) -> UpscaleResult:
+        """A result carrying the std map."""
+        result = cls(data, affine, report)
+        result.std = std
+        return result
 
 
 def _jsonable(obj: Any) -> Any:
@@ -256,7 +284,9 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
                    model: Any = None, device: str = "auto", precision: str = "auto",
                    patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
                    threads: int | None = None, antialias: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
-                   progress: ProgressCallback | None = None) -> UpscaleResult:
+                   progress: ProgressCallback | None = None, consistency: bool = False,
+                   consistency_psf: str = "box", uncertainty: bool = False,
+                   ensemble: str | None = None) -> UpscaleResult:
     """Upscale an in-memory volume onto the geometry contract's grid.
 
     Args:
@@ -273,11 +303,22 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         antialias: Smooth axes made coarser before sampling.
         max_voxels: Refuse outputs larger than this (per volume).
         progress: ``progress(done, total)`` in volumes, called as work advances.
+        consistency: Project the result onto the images whose simulated
+            acquisition equals the input (:mod:`mrisr.consistency`) and report
+            the consistency errors.
+        consistency_psf: Acquisition PSF of that projection: ``box``
+            (default), ``gaussian``, ``kspace`` or ``slice``.
+        uncertainty: Run the network under the 8 flips (:mod:`mrisr.ensemble`)
+            and return their voxel-wise std as ``result.std`` (cnn only).
+        ensemble: ``"mean"`` or ``"median"``: how the 8 flips are combined
+            (given alone, runs the flip ensemble without keeping the std);
+            ``None``: one pass, or ``"mean"`` with ``uncertainty``.
 
     Returns:
         ``UpscaleResult(data, affine, report)``: float32 data of shape
         ``grid.shape (+ (T,))``, the contract affine and the
-        :class:`UpscaleReport` (``read``/``write`` timings left at 0).
+        :class:`UpscaleReport` (``read``/``write`` timings left at 0);
+        ``result.std`` is the std map with ``uncertainty=True``.
 
     Raises:
         MrisrError: bad settings, an absurd output size, no model for ``"cnn"``.
@@ -291,6 +332,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     check_spacing_args(spacing, factor)
     order = _check_order(order)
     method, model = resolve_method(method, model)
+    ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
     data = np.asarray(volume.data)
     if data.ndim not in (3, 4):
         raise InputError(volume.path, f"expected a 3D or 4D image, got {data.ndim} dimensions {data.shape}")
@@ -300,10 +342,50 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     if method == "cnn":
         loaded = load_model_once(model)
         _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
+        _check_input(report, data)
+    maps: dict[str, np.ndarray] = {}
     out = _run_volumes(data, grid, report, loaded, order, antialias, progress,
                        dict(device=device, precision=precision, patch_size=patch_size,
-                            batch_size=batch_size, threads=threads))
-    return UpscaleResult(out, grid.affine.copy(), report)
+                            batch_size=batch_size, threads=threads),
+                       consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
+    return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
+
+
+def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncertainty: bool,
+                     ensemble: str | None) -> str | None:
+    """Validate the consistency and ensemble options; returns the combine rule to run (or None).
+
+    Raises:
+        MrisrError: an unknown PSF or combine rule, or the flip ensemble
+            without the network.
+
+    Example:
+        >>> check_trust_args("cnn", False, "box", True, None)
+        'mean'
+    """
+    from .degradation import PSFS
+    from .ensemble import COMBINES
+
+    look_up_option(consistency_psf, PSFS, "consistency psf")
+    if ensemble is not None:
+        look_up_option(ensemble, COMBINES, "ensemble")
+    if uncertainty and ensemble is None:
+        ensemble = "mean"
+    if ensemble is not None and method != "cnn":
+        what = "uncertainty" if uncertainty else "the flip ensemble"
+        raise MrisrError(f"{what} needs the network (method 'cnn'); the method is {method!r}")
+    return ensemble
+
+
+def _check_input(report: UpscaleReport, data: np.ndarray) -> None:
+    """Measure the input (its first volume) against the training data; add plain warnings."""
+    from .ood import assess_input
+
+    assessment = assess_input(data if data.ndim == 3 else data[..., 0])
+    report.ood = assessment.to_dict()
+    for w in assessment.warnings:
+        if w not in report.warnings:
+            report.warnings.append(w)
 
 
 def _new_report(volume: Volume, grid: TargetGrid, method: str, order: int, antialias: bool) -> UpscaleReport:
@@ -333,10 +415,19 @@ def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, device
 
 
 def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, order: int,
-                 antialias: bool, progress: ProgressCallback | None, engine_kw: dict) -> np.ndarray:
+                 antialias: bool, progress: ProgressCallback | None, engine_kw: dict, *,
+                 consistency: str | None = None, ensemble: str | None = None,
+                 maps: dict | None = None) -> np.ndarray:
     n = report.n_volumes
     out = np.empty(tuple(grid.shape) + tuple(data.shape[3:]), dtype=np.float32)
     interp_share = 1.0 if loaded is None else _INTERP_SHARE_CNN
+    tracker = None
+    if consistency is not None:
+        from .consistency import ConsistencyTracker
+
+        tracker = ConsistencyTracker(grid, data.shape[:3], consistency)
+    std_out = np.empty_like(out) if ensemble is not None and loaded is not None else None
+    std_stats: list[dict] = []
     for t in range(n):
         ticker = _Ticker(progress, t, n)
         vol = data if data.ndim == 3 else data[..., t]
@@ -344,16 +435,66 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
         result = resample_to_grid(vol, grid, order=order, antialias=antialias,
                                   progress=lambda k: ticker.add(k * interp_share / 3))
         report.timings["interpolate"] += time.perf_counter() - t0
+        spline = result if tracker is not None else None
+        network = None
         if loaded is not None:
             # The network may be conditioned on the upsampling factor per voxel axis.
             factors = tuple(1.0 / r for r in grid.ratios)
-            result = _enhance(result, loaded, report, {**engine_kw, "factors": factors}, ticker, 1.0 - interp_share)
+            kw = {**engine_kw, "factors": factors}
+            if std_out is not None:
+                result, std, summary = _enhance_ensemble(result, loaded, report, kw, ticker, 1.0 - interp_share,
+                                                         ensemble)  # type: ignore[arg-type]
+                std_stats.append(summary)
+                std_out[(...,) if data.ndim == 3 else (..., t)] = std
+                del std
+            else:
+                result = _enhance(result, loaded, report, kw, ticker, 1.0 - interp_share)
+            network = result if tracker is not None else None
+        if tracker is not None:
+            t0 = time.perf_counter()
+            result = tracker(vol, spline, network)
+            report.timings["consistency"] = report.timings.get("consistency", 0.0) + time.perf_counter() - t0
+            spline = network = None
         if data.ndim == 3:
             out[...] = result
         else:
             out[..., t] = result
         ticker.finish()
+    if tracker is not None:
+        report.consistency = tracker.summary()
+    if std_out is not None:
+        report.uncertainty = _ensemble_summary(ensemble, std_stats)  # type: ignore[arg-type]
+        if maps is not None:
+            maps["std"] = std_out
     return out
+
+
+def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,
+                      share: float, combine: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The flip ensemble (:func:`mrisr.ensemble.flip_ensemble`) in place of one network pass."""
+    from .ensemble import flip_ensemble
+
+    t0 = time.perf_counter()
+    start = ticker.done
+
+    def on_patches(done: int, total: int) -> None:
+        if total:
+            ticker.set(start + share * min(done / total, 1.0))
+
+    result, std, stats = flip_ensemble(data3d, loaded, combine=combine, progress=on_patches, **engine_kw)
+    report.timings["network"] += time.perf_counter() - t0
+    for st in stats.engine:
+        _merge_stats(report, st)
+    return result, std, {"passes": stats.passes, **stats.std}
+
+
+def _ensemble_summary(combine: str, per_volume: list[dict]) -> dict:
+    """The report's ``uncertainty`` entry: std statistics combined over volumes (mean of means, max of the rest)."""
+    return {"ensemble": combine, "passes": per_volume[0]["passes"] if per_volume else 0,
+            "std_mean_relative": float(np.mean([s["mean_relative"] for s in per_volume])),
+            "std_p99_relative": float(max(s["p99_relative"] for s in per_volume)),
+            "std_max_relative": float(max(s["max_relative"] for s in per_volume)),
+            "std_output": None}
 
 
 def _enhance(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,
@@ -475,7 +616,8 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
             threads: int | None = None, antialias: bool = True, series: str | None = None,
             nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
-            progress: ProgressCallback | None = None) -> nib.Nifti1Image:
+            progress: ProgressCallback | None = None, consistency: bool = False, consistency_psf: str = "box",
+            uncertainty: bool = False, ensemble: str | None = None) -> nib.Nifti1Image:
     """Super-resolve an MRI image to a target voxel size.
 
     Args:
@@ -498,11 +640,18 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
         allow_uneven: Accept DICOM slices with uneven spacing.
         max_voxels: Refuse outputs larger than this (voxels per volume).
         progress: ``progress(done, total)`` in volumes.
+        consistency: Project the result onto the images consistent with the
+            input (``docs/trust.md``); ``consistency_psf`` names the PSF.
+        uncertainty: Flip ensemble of the network with its std map.
+        ensemble: ``"mean"`` or ``"median"`` of the 8 flips (see
+            :func:`upscale_volume`).
 
     Returns:
         A ``nibabel.Nifti1Image`` in float32 on the contract grid (affine
         ``A'``; qform/sform codes and, for 4D, the TR kept from the input).
-        ``img.extra["mrisr_report"]`` holds the :class:`UpscaleReport`.
+        ``img.extra["mrisr_report"]`` holds the :class:`UpscaleReport`;
+        with ``uncertainty``, ``img.extra["mrisr_std"]`` holds the std map
+        as a Nifti1Image on the same grid.
 
     Raises:
         MrisrError: bad settings or input (subclasses name the problem).
@@ -516,15 +665,20 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
     """
     check_spacing_args(spacing, factor)
     _check_order(order)
-    resolve_method(method, model)  # fail on a bad method before reading anything
+    check_trust_args(resolve_method(method, model)[0], consistency, consistency_psf, uncertainty,
+                     ensemble)  # fail on a bad method or option before reading anything
     t0 = time.perf_counter()
     volume = as_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
     read_time = time.perf_counter() - t0
-    data, affine, report = upscale_volume(
+    result = upscale_volume(
         volume, spacing=spacing, factor=factor, method=method, order=order, model=model, device=device,
         precision=precision, patch_size=patch_size, batch_size=batch_size, threads=threads,
-        antialias=antialias, max_voxels=max_voxels, progress=progress)
+        antialias=antialias, max_voxels=max_voxels, progress=progress, consistency=consistency,
+        consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble)
+    data, affine, report = result
     report.timings["read"] = read_time if isinstance(image, (str, Path)) else 0.0
     img = to_nifti(data, affine, template=volume)
     img.extra["mrisr_report"] = report
+    if result.std is not None:
+        img.extra["mrisr_std"] = to_nifti(result.std, affine, template=volume)
     return img

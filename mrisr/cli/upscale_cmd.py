@@ -12,6 +12,7 @@ Examples::
     mrisr upscale dicom/T2_AX/ --spacing 0.5 -o t2_05mm.nii.gz
     mrisr upscale data/ --spacing 1 --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     mrisr upscale scans/ --spacing 1 --jobs 4 --qc
+    mrisr upscale t1_3mm.nii.gz --spacing 1 --consistency --uncertainty --json
 """
 
 from __future__ import annotations
@@ -86,6 +87,21 @@ def upscale(
     qc: Annotated[bool, typer.Option("--qc", help="Also write a QC picture <output stem>_qc.png: input, spline, "
                                                   "result and result - spline in three planes (needs "
                                                   "pip install \"mrisr[qc]\").")] = False,
+    consistency: Annotated[bool, typer.Option(
+        "--consistency", help="Project the result onto the images whose simulated acquisition equals the input "
+                              "(exact, one step) and report the consistency errors of the spline, the network and "
+                              "the result. See docs/trust.md.")] = False,
+    consistency_psf: Annotated[Literal["box", "gaussian", "kspace", "slice"], typer.Option(
+        "--consistency-psf", help="Acquisition PSF of --consistency: box (block averaging), gaussian, kspace or "
+                                  "slice.")] = "box",
+    uncertainty: Annotated[bool, typer.Option(
+        "--uncertainty", help="Run the network under the 8 flips of the volume, combine them (--ensemble) and "
+                              "write their voxel-wise standard deviation as <output stem>_std.nii.gz (8x the "
+                              "network time; cnn only).")] = False,
+    ensemble: Annotated[Literal["mean", "median"] | None, typer.Option(
+        "--ensemble", help="How the 8 flips are combined: mean or median. Alone, runs the flip ensemble "
+                           "without writing the std map. Default: mean with --uncertainty.",
+        show_default=False)] = None,
 ) -> None:
     """Super-resolve images to a target voxel size (exactly one of --spacing / --factor).
 
@@ -102,7 +118,8 @@ def upscale(
             spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"),
             method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
-            allow_uneven=allow_uneven, dtype=dtype, force=force, qc=qc)
+            allow_uneven=allow_uneven, dtype=dtype, force=force, qc=qc, consistency=consistency,
+            consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
         inputs = _with_demo(list(inputs or []), demo)

@@ -1,0 +1,208 @@
+"""Benchmark of the trust options on the held-out ICBM152 slab (not a test).
+
+For every validation acquisition of the training configuration (the held-out
+slab of ``mrisr.training.data``, never touched by a training crop):
+
+1. rebuilds the low-resolution input ``y`` exactly as
+   :func:`mrisr.training.data.validation_cases` does (same degradation, same
+   noise seed) and checks that its spline interpolation is the case's input;
+2. runs the network through the inference path of ``mrisr upscale``
+   (:func:`mrisr.engine.enhance`);
+3. projects the result with ``--consistency`` (box PSF, the default) and
+   with the case's true PSF ("matched"), and measures PSNR and SSIM over the
+   head mask against the 1 mm truth and the consistency errors (RMS of
+   ``y - A x`` over the robust range of ``y``; "box" is what ``--consistency``
+   reports, "true" uses the acquisition that made ``y``);
+4. checks the acceptance rule of the default: the box projection loses at
+   most 0.1 dB of PSNR against the raw network and lowers its (box)
+   consistency error;
+5. runs the input checks (:mod:`mrisr.ood`) on ``y``;
+6. with ``--ensemble``, runs the flip ensemble (8 passes) and reports the
+   PSNR of its mean and how well its std map follows the actual error
+   (Pearson correlation over the head mask; mean std over RMS error).
+
+Usage (from the repository root, with the template in data/icbm152)::
+
+    python benchmarks/bench_trust.py models/recnn-d8w32 [--config models/recnn-d8w32/train.toml]
+        [--cases iso2-box thick4-slice ...] [--ensemble] [--json out.json]
+    python benchmarks/bench_trust.py --untrained --crop 48      # smoke run of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "models" / "recnn-d8w32" / "train.toml"
+#: Cases measured besides the configuration's own: the box acquisitions the default projection models exactly.
+EXTRA_CASES = ("iso2-box", "iso3-box", "thick4-box", "iso2-box-noise")
+#: The acceptance rule of --consistency (box): PSNR loss at most this (dB) against the raw network.
+MAX_PSNR_LOSS = 0.1
+
+
+def load_network(model: str | None, untrained: bool):
+    """A LoadedModel: the model at ``model``, or an untrained ReCNN(3, 4, cond_dim=3) for smoke runs."""
+    if untrained:
+        import torch
+
+        from mrisr.archs.recnn import ReCNN
+        from mrisr.model_card import LoadedModel, example_card
+
+        torch.manual_seed(0)
+        net = ReCNN(3, 4, cond_dim=3)
+        card = example_card(name="untrained", architecture={"name": "recnn", "params": net.config()},
+                            training={"data": "none", "input_spacing_mm": [1, 6], "factor": [1, 6]})
+        return LoadedModel("untrained", card, net.eval(), "0" * 64, Path("."))
+    from mrisr.registry import load_model
+
+    return load_model(model)
+
+
+def rebuild_input(hr: np.ndarray, acq) -> tuple[np.ndarray, object]:
+    """``(y, grid)``: the LR input of an acquisition of ``hr`` and the HR grid seen from it.
+
+    Same steps and noise seed as :func:`mrisr.training.data.simulate` in
+    ``validation_cases``; ``grid`` is the output grid of the upscale (HR
+    voxels in LR voxel coordinates), on which :class:`mrisr.consistency.Projector`
+    rebuilds the very operator that made ``y``.
+    """
+    from mrisr.degradation import add_rician_noise, degrade
+    from mrisr.geometry import target_grid
+    from mrisr.training.data import hr_grid_in_lr
+
+    rng = np.random.default_rng(1234)
+    y, _ = degrade(hr, np.eye(4), acq.factors, psf=acq.psf, fwhm=acq.fwhm)
+    if acq.noise > 0:
+        y = add_rician_noise(y, acq.noise, rng)
+    return y, hr_grid_in_lr(hr.shape, target_grid(np.eye(4), hr.shape, acq.factors))
+
+
+def centre_crop(a: np.ndarray, size: int | None) -> np.ndarray:
+    if not size:
+        return a
+    sl = tuple(slice(max(0, (n - size) // 2), max(0, (n - size) // 2) + min(n, size)) for n in a.shape)
+    return a[sl]
+
+
+def measure_case(case, model, precision: str, crop: int | None, ensemble: bool) -> dict:
+    """All figures of one validation case."""
+    from mrisr.consistency import Projector, consistency_error, robust_range
+    from mrisr.engine import enhance
+    from mrisr.metrics import psnr, ssim
+    from mrisr.ood import assess_input
+    from mrisr.resample import resample_to_grid
+
+    acq = case.acquisition
+    hr, mask = centre_crop(case.target, crop), centre_crop(case.mask, crop)
+    y, grid = rebuild_input(hr, acq)
+    spline = resample_to_grid(y, grid)
+    if not crop:
+        assert np.allclose(spline, case.inp, atol=1e-5), "the rebuilt input differs from the validation case's"
+    t0 = time.perf_counter()
+    net, stats = enhance(spline, model, device="cpu", precision=precision, factors=acq.factors)
+    t_net = time.perf_counter() - t0
+    box = Projector(grid, y.shape, "box")
+    true = Projector(grid, y.shape, acq.psf, fwhm=(acq.fwhm,) * 3)
+    t0 = time.perf_counter()
+    proj_box = box.project(net, y)
+    t_proj = time.perf_counter() - t0
+    proj_true = true.project(net, y)
+    scale = robust_range(y)
+    images = {"spline": spline, "network": net, "projected_box": proj_box, "projected_matched": proj_true}
+    row: dict = {"contrast": case.contrast, "case": case.name, "acquisition": acq.describe(),
+                 "shape": list(hr.shape), "precision": stats.precision,
+                 "seconds_network": round(t_net, 2), "seconds_projection": round(t_proj, 3)}
+    for name, img in images.items():
+        row[f"psnr_{name}"] = round(float(psnr(img, hr, mask=mask)), 3)
+        row[f"ssim_{name}"] = round(float(ssim(img, hr, mask=mask)), 4)
+        row[f"err_box_{name}"] = float(f"{consistency_error(y, box.degrade(img), scale):.3e}")
+        row[f"err_true_{name}"] = float(f"{consistency_error(y, true.degrade(img), scale):.3e}")
+    row["psnr_change_box"] = round(row["psnr_projected_box"] - row["psnr_network"], 3)
+    row["psnr_change_matched"] = round(row["psnr_projected_matched"] - row["psnr_network"], 3)
+    row["accept_box"] = bool(row["psnr_change_box"] >= -MAX_PSNR_LOSS
+                             and row["err_box_projected_box"] < row["err_box_network"])
+    spacing = tuple(float(f) for f in acq.factors)  # HR voxels are 1 mm: LR spacing = factors
+    row["ood_warnings"] = assess_input(y, spacing, (1.0, 1.0, 1.0), model.card).warnings
+    if ensemble:
+        from mrisr.ensemble import flip_ensemble
+
+        t0 = time.perf_counter()
+        mean, std, _ = flip_ensemble(spline, model, acq.factors, "mean", device="cpu", precision=precision)
+        row["seconds_ensemble"] = round(time.perf_counter() - t0, 2)
+        err = np.abs(mean - hr)[mask]
+        s = std[mask]
+        row["psnr_ensemble"] = round(float(psnr(mean, hr, mask=mask)), 3)
+        row["std_error_corr"] = round(float(np.corrcoef(s, err)[0, 1]), 3) if s.std() > 0 else None
+        row["std_over_rmse"] = round(float(s.mean() / np.sqrt(np.mean(err ** 2))), 3)
+    return row
+
+
+def markdown(rows: list[dict], ensemble: bool) -> str:
+    head = ("| case | PSNR spline | PSNR network | PSNR proj. box (change) | PSNR proj. matched (change) "
+            "| err spline | err network | err proj. box | err true: network -> matched | accept |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['contrast']}:{r['case']} | {r['psnr_spline']:.2f} | {r['psnr_network']:.2f} "
+            f"| {r['psnr_projected_box']:.2f} ({r['psnr_change_box']:+.2f}) "
+            f"| {r['psnr_projected_matched']:.2f} ({r['psnr_change_matched']:+.2f}) "
+            f"| {r['err_box_spline']:.2e} | {r['err_box_network']:.2e} | {r['err_box_projected_box']:.1e} "
+            f"| {r['err_true_network']:.2e} -> {r['err_true_projected_matched']:.1e} "
+            f"| {'yes' if r['accept_box'] else 'NO'} |")
+    if ensemble:
+        lines += ["", "| case | PSNR network | PSNR flip mean | corr(std, abs error) | mean std / RMSE |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['contrast']}:{r['case']} | {r['psnr_network']:.2f} | {r['psnr_ensemble']:.2f} "
+                  f"| {r['std_error_corr']} | {r['std_over_rmse']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", help="model folder or card.json")
+    ap.add_argument("--untrained", action="store_true", help="use an untrained ReCNN(3, 4) (smoke run)")
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="training configuration (data and held-out slab)")
+    ap.add_argument("--cases", nargs="*", help="validation cases (default: the config's plus the box ones)")
+    ap.add_argument("--contrasts", nargs="*", default=["t1"], help="t1, t2, flair, pd")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--crop", type=int, default=None, help="centre crop of the slab (voxels per axis; smoke runs)")
+    ap.add_argument("--ensemble", action="store_true", help="also run the flip ensemble (8x the network time)")
+    ap.add_argument("--json", type=Path, help="write the rows here")
+    args = ap.parse_args(argv)
+    if not args.untrained and not args.model:
+        ap.error("give a model folder (or --untrained for a smoke run)")
+
+    from mrisr.training.config import load_config
+    from mrisr.training.data import load_subjects, validation_cases
+
+    cfg = load_config(args.config)
+    names = args.cases or list(dict.fromkeys([*cfg.train.validation_cases, *EXTRA_CASES]))
+    model = load_network(args.model, args.untrained)
+    t0 = time.perf_counter()
+    subjects = load_subjects(cfg)
+    cases = validation_cases(cfg, subjects, names, tuple(args.contrasts))
+    print(f"# model {model.name}; held-out slab {cases[0].target.shape} of {subjects[0].name}; "
+          f"{len(cases)} cases ({time.perf_counter() - t0:.1f} s to build)", file=sys.stderr)
+    rows = []
+    for case in cases:
+        row = measure_case(case, model, args.precision, args.crop, args.ensemble)
+        rows.append(row)
+        print(f"{row['contrast']:5s} {row['case']:20s} network {row['psnr_network']:6.2f} dB, box projection "
+              f"{row['psnr_change_box']:+.3f} dB, matched {row['psnr_change_matched']:+.3f} dB; consistency "
+              f"{row['err_box_network']:.2e} -> {row['err_box_projected_box']:.1e}; "
+              f"{'ok' if row['accept_box'] else 'REJECTED'}"
+              + (f"; warnings: {row['ood_warnings']}" if row["ood_warnings"] else ""), file=sys.stderr)
+    print(markdown(rows, args.ensemble))
+    if args.json:
+        args.json.write_text(json.dumps({"model": model.name, "config": str(args.config), "rows": rows}, indent=2))
+    return 0 if all(r["accept_box"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
