@@ -27,7 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Upper bound of the CPU memory budget for one batch (bytes).
-CPU_BUDGET_CAP = 2 * 1024**3
+CPU_BUDGET_CAP = 768 * 2**20  # keeps a 256^3 CNN job under ~1.5 GB resident (docs/benchmarks.md)
 #: Fraction of free GPU memory one batch may use.
 CUDA_BUDGET_FRACTION = 0.6
 
@@ -197,7 +197,7 @@ def memory_budget(device: torch.device) -> int:
     """Bytes one batch of patches may use on ``device``.
 
     CUDA: a fraction of the free memory (``torch.cuda.mem_get_info``); CPU and
-    MPS (unified memory): ``min(available RAM / 4, 2 GB)``.
+    MPS (unified memory): ``min(available RAM / 4, 768 MB)``.
     """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
