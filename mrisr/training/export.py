@@ -22,6 +22,8 @@ from .config import Config
 from .data import VALIDATION_CASES, load_subjects, validation_cases
 from .trainer import build_network
 
+#: Which end of each voxel axis the hold-out takes, for a RAS-oriented volume.
+_END_OF_AXIS = {0: "right", 1: "anterior", 2: "superior"}
 #: Contrasts of the full validation table.
 REPORT_CONTRASTS = ("t1", "t2", "flair", "pd")
 
@@ -88,7 +90,8 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         "data_sha256": data_files,
         "licence": icbm152.NOTICE if cfg.data.source == "icbm152" else "see the data's own licence",
         "held_out": (f"last {cfg.data.holdout_fraction:.0%} of voxel axis {cfg.data.holdout_axis} "
-                     "(top of the head): no training crop touches it"),
+                     f"({_END_OF_AXIS[cfg.data.holdout_axis]} end for the RAS-oriented template): "
+                     "no training crop touches it"),
         "degradations": {"kinds": d.kinds, "psfs": d.psfs, "iso_factor": d.iso_factor,
                          "thick_factor": d.thick_factor, "kspace_factor": d.kspace_factor,
                          "noise": d.noise, "noise_probability": d.noise_probability},
@@ -97,7 +100,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         "output_spacing_mm": [1.0, 1.0],
         "config": cfg.to_dict(),
         "reproduce": f"mrisr train --config {config_path} --fetch-data && "
-                     f"mrisr train --config {config_path} --export {folder}",
+                     f"mrisr train --config {config_path} --export {folder}" + (" --default" if default else ""),
     }
     validation = {
         "protocol": ("held-out slab of the template, degraded by each acquisition (mrisr degrade operators, "
