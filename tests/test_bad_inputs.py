@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mrisr.writer as writer
+from helpers import nifti_header
 from mrisr.errors import InputError, OutputError
 from mrisr.io import load_volume
 from mrisr.writer import save_volume
@@ -26,12 +27,7 @@ def _data(seed=0) -> np.ndarray:
 
 
 def _header(shape=SHAPE, dtype=np.float32, affine=AFFINE, sform_code=1, qform_code=1) -> nib.Nifti1Header:
-    hdr = nib.Nifti1Header()
-    hdr.set_data_shape(shape)
-    hdr.set_data_dtype(dtype)
-    hdr.set_sform(affine, code=sform_code)
-    hdr.set_qform(affine if qform_code else None, code=qform_code)
-    return hdr
+    return nifti_header(shape, dtype, affine, sform_code, qform_code)
 
 
 def _save(path, data, hdr):

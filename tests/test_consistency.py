@@ -19,13 +19,6 @@ from mrisr.volume import Volume
 RNG = np.random.default_rng(11)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _oblique(zooms) -> np.ndarray:

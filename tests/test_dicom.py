@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from helpers import sitk_image, write_dicom_slice
 from mrisr.dicom import SeriesInfo, is_dicom_file, is_dicom_folder, list_series
 from mrisr.errors import InputError
 from mrisr.io import load_volume
@@ -26,37 +27,18 @@ def _data(seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(-100, 1000, size=SHAPE).astype(np.int16)
 
 
-def _volume_image(data: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-    img.SetOrigin(lps[:3, 3].tolist())
-    return img
 
 
-def _write_slice(path, image, uid, number, description="T2 test", image_type="ORIGINAL\\PRIMARY\\M"):
-    """One single-slice DICOM file; GDCM writes IPP/IOP from the image's geometry."""
-    tags = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0020|000d": "1.2.3.4",
-            "0020|000e": uid, "0008|0018": f"{uid}.{number}", "0020|0013": str(number),
-            "0008|103e": description, "0008|0008": image_type}
-    for key, value in tags.items():
-        image.SetMetaData(key, value)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetFileName(str(path))
-    writer.Execute(image)
 
 
 def _write_series(folder, data=None, affine=AFFINE, uid=UID_A, skip=(), prefix="im", description="T2 test"):
     data = _data() if data is None else data
     folder.mkdir(exist_ok=True)
-    img = _volume_image(data, affine)
+    img = sitk_image(data, affine)
     # Files written in reverse order with shuffled names: the reader must sort by position.
     for k in reversed(range(data.shape[2])):
         if k not in skip:
-            _write_slice(folder / f"{prefix}{(7 * k) % 11:03d}.dcm", img[:, :, k:k + 1], uid, k + 1, description)
+            write_dicom_slice(folder / f"{prefix}{(7 * k) % 11:03d}.dcm", img[:, :, k:k + 1], uid, k + 1, description)
     return data
 
 
@@ -75,7 +57,7 @@ def test_series_reads_with_the_same_geometry_and_data_as_nifti(tmp_path):
     assert vol.meta["series_uid"] == UID_A and vol.meta["n_slices"] == SHAPE[2]
     # world position of a voxel agrees with ITK's (LPS) view of the slice file
     corner = (vol.affine @ [2, 3, 1, 1])[:3]
-    itk_point = _volume_image(data, AFFINE).TransformIndexToPhysicalPoint((2, 3, 1))
+    itk_point = sitk_image(data, AFFINE).TransformIndexToPhysicalPoint((2, 3, 1))
     np.testing.assert_allclose(corner, np.array(itk_point) * [-1, -1, 1], atol=1e-4)
 
 
@@ -129,10 +111,10 @@ def test_several_series_are_refused_listing_them(tmp_path):
 
 def test_localizers_are_dropped_with_a_warning(tmp_path):
     data = _write_series(tmp_path / "dcm")
-    axial = _volume_image(_data(2)[:, :, :1], np.diag([1.0, 1.0, 1.0, 1.0]))
-    _write_slice(tmp_path / "dcm" / "loc1.dcm", axial, UID_A, 90)  # other orientation
-    tilted = _volume_image(data[:, :, :1], AFFINE)
-    _write_slice(tmp_path / "dcm" / "loc2.dcm", tilted, UID_A, 91, image_type="ORIGINAL\\PRIMARY\\LOCALIZER")
+    axial = sitk_image(_data(2)[:, :, :1], np.diag([1.0, 1.0, 1.0, 1.0]))
+    write_dicom_slice(tmp_path / "dcm" / "loc1.dcm", axial, UID_A, 90)  # other orientation
+    tilted = sitk_image(data[:, :, :1], AFFINE)
+    write_dicom_slice(tmp_path / "dcm" / "loc2.dcm", tilted, UID_A, 91, image_type="ORIGINAL\\PRIMARY\\LOCALIZER")
     vol = load_volume(tmp_path / "dcm")
     assert len(vol.warnings) == 1
     assert "dropped 2 localizer" in vol.warnings[0] and "loc1.dcm" in vol.warnings[0]
@@ -182,7 +164,7 @@ def test_empty_and_non_dicom_folders(tmp_path):
 def test_gantry_tilt_gives_a_sheared_affine(tmp_path):
     # Slice origins step along the normal AND sideways (tilted gantry): the stack is sheared.
     data = _data()
-    img = _volume_image(data, AFFINE)
+    img = sitk_image(data, AFFINE)
     tilt = np.array([0.3, -0.2, 0.1])  # mm per slice, RAS
     folder = tmp_path / "dcm"
     folder.mkdir()
@@ -190,7 +172,7 @@ def test_gantry_tilt_gives_a_sheared_affine(tmp_path):
         sl = img[:, :, k:k + 1]
         origin_ras = AFFINE[:3, 3] + k * (AFFINE[:3, 2] + tilt)
         sl.SetOrigin((origin_ras * [-1, -1, 1]).tolist())
-        _write_slice(folder / f"s{k}.dcm", sl, UID_A, k + 1)
+        write_dicom_slice(folder / f"s{k}.dcm", sl, UID_A, k + 1)
     vol = load_volume(folder)
     expected = AFFINE.copy()
     expected[:3, 2] += tilt

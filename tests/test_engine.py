@@ -20,13 +20,6 @@ from mrisr.resample import resample_to_grid
 from mrisr.tiling import plan_tiles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def loaded(net: nn.Module, radius: int | None = None) -> LoadedModel:

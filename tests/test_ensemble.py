@@ -23,12 +23,6 @@ RNG = np.random.default_rng(5)
 KW = dict(device="cpu", precision="fp32", threads=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(symmetric: bool = False, cond: bool = True) -> LoadedModel:

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from helpers import sitk_image
 from mrisr.io import has_shear, load_volume, lps_to_ras, nifti_affine, sitk_to_ras
 from mrisr.volume import Volume
 from mrisr.writer import save_volume
@@ -211,20 +212,11 @@ def test_template_without_nifti_header_gets_scanner_codes_and_units(tmp_path):
 # --------------------------------------------------------------------------- SimpleITK / MGH
 
 
-def _sitk_image(data: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
-    """A SimpleITK image with the given RAS geometry (rigid + scaling affines only)."""
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-    img.SetOrigin(lps[:3, 3].tolist())
-    return img
 
 
 def test_sitk_to_ras_orders_axes_and_flips_lps():
     data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
-    img = _sitk_image(data, OBLIQUE)
+    img = sitk_image(data, OBLIQUE)
     arr, aff = sitk_to_ras(img)
     np.testing.assert_array_equal(arr, data)
     np.testing.assert_allclose(aff, OBLIQUE, atol=1e-12)
@@ -238,7 +230,7 @@ def test_sitk_to_ras_orders_axes_and_flips_lps():
 def test_sitk_formats_read_with_ras_geometry(tmp_path, suffix):
     data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
     path = tmp_path / f"img{suffix}"
-    sitk.WriteImage(_sitk_image(data, OBLIQUE), str(path))
+    sitk.WriteImage(sitk_image(data, OBLIQUE), str(path))
     vol = load_volume(path)
     np.testing.assert_array_equal(vol.data, data)
     np.testing.assert_allclose(vol.affine, OBLIQUE, atol=1e-6)
@@ -256,7 +248,7 @@ def test_mgz_read_through_nibabel(tmp_path):
 def test_nifti_and_sitk_paths_agree(tmp_path):
     data = _data()
     _write_nifti(tmp_path / "a.nii", data, OBLIQUE)
-    sitk.WriteImage(_sitk_image(data, OBLIQUE), str(tmp_path / "a.nrrd"))
+    sitk.WriteImage(sitk_image(data, OBLIQUE), str(tmp_path / "a.nrrd"))
     a, b = load_volume(tmp_path / "a.nii"), load_volume(tmp_path / "a.nrrd")
     np.testing.assert_array_equal(a.data, b.data)
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-5)

@@ -14,13 +14,6 @@ from mrisr.volume import Volume
 CARD = example_card()  # trained on 1 to 3 mm inputs, factors 1 to 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def head_phantom(shape=(40, 48, 40), spacing=2.0, noise=0.01, seed=0) -> np.ndarray:

@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 import mrisr.errors
 import mrisr.io
 import mrisr.writer as writer
+from helpers import nifti_header, write_dicom_slice
 from mrisr.cli.app import app
 from mrisr.geometry import target_grid
 from mrisr.io import has_shear, load_volume
@@ -88,12 +89,7 @@ def hidden_files(folder: Path) -> list[str]:
 
 
 def header(shape=BAD_SHAPE, dtype=np.float32, affine=OBLIQUE, sform_code=1, qform_code=1) -> nib.Nifti1Header:
-    hdr = nib.Nifti1Header()
-    hdr.set_data_shape(shape)
-    hdr.set_data_dtype(dtype)
-    hdr.set_sform(affine, code=sform_code)
-    hdr.set_qform(affine if qform_code else None, code=qform_code)
-    return hdr
+    return nifti_header(shape, dtype, affine, sform_code, qform_code)
 
 
 def save_nifti(path: Path, data: np.ndarray, hdr: nib.Nifti1Header) -> Path:
@@ -139,19 +135,6 @@ def dicom_series(folder: Path, uid: str = UID_A, n_slices: int = 4, skip=(), pre
     return data
 
 
-def write_dicom_slice(path: Path, img, uid: str, number: int, description: str = "T2 test",
-                      image_type: str = "ORIGINAL\\PRIMARY\\M") -> None:
-    import SimpleITK as sitk
-
-    tags = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0020|000d": "1.2.3.4",
-            "0020|000e": uid, "0008|0018": f"{uid}.{number}", "0020|0013": str(number),
-            "0008|103e": description, "0008|0008": image_type}
-    for key, value in tags.items():
-        img.SetMetaData(key, value)
-    w = sitk.ImageFileWriter()
-    w.KeepOriginalImageUIDOn()
-    w.SetFileName(str(path))
-    w.Execute(img)
 
 
 # --------------------------------------------------------------------------- the refused corpus
