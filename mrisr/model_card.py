@@ -7,7 +7,7 @@ training data and trained ranges, a free-form validation table and the
 intensity normalisation::
 
     {
-      "name": "recnn-t1-x2", "version": "1.0.0", "description": "...",
+      "name": "my-model", "version": "1.0.0", "description": "...",
       "default": true,
       "architecture": {"name": "recnn", "params": {"depth": 8, "width": 32, "kernel": 3, "in_channels": 1}},
       "receptive_radius": 8,
