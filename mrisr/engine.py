@@ -377,12 +377,19 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
         budget = memory_budget(dev) // bytes_per_voxel(network, prec)
         out = np.empty(data.shape, np.float32)
+        box = foreground_box(data, BACKGROUND * scale)
+        window = _expand(box, halo, data.shape) if box is not None else tuple(slice(0, n) for n in data.shape)
+        if box is not None and window != tuple(slice(0, n) for n in data.shape):
+            np.copyto(out, data)  # outside the foreground's box (and its context) the input stays
+        sub, sub_out = data[window], out[window]
         retries = 0
         while True:
-            plan = make_plan(data.shape, halo, budget, sides, batch_size)
+            plan = make_plan(sub.shape, halo, budget, sides, batch_size)
             try:
-                counts = run_tiled(data, network, plan, scale=scale, device=dev, precision=prec, out=out,
+                counts = run_tiled(sub, network, plan, scale=scale, device=dev, precision=prec, out=sub_out,
                                    progress=progress, condition=condition)
+                if box is not None:
+                    _restore_margin(out, data, window, box)
                 break
             except Exception as exc:
                 if not is_out_of_memory(exc):
@@ -403,6 +410,45 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         seconds_normalise=t_norm, seconds_stitch=counts.stitch, network_voxels=counts.voxels, retries=retries,
         threads=n_threads, warnings=tuple(_warnings(plan, halo, retries)))
     return out, stats
+
+
+def foreground_box(data: np.ndarray, limit: float) -> tuple[slice, slice, slice] | None:
+    """Bounding box of the voxels with ``|value| >= limit`` (None if there are none).
+
+    The network runs only over this box plus its context (the halo), so a
+    volume with a clean zero background (a skull-stripped brain, say) costs
+    what its brain costs; outside the box the output is the input, as for a
+    skipped background patch. A noisy background usually fills the whole box.
+
+    Example:
+        >>> x = np.zeros((6, 6, 6), np.float32); x[2:4, 1:2, 3:6] = 1.0
+        >>> foreground_box(x, 0.5)
+        (slice(2, 4, None), slice(1, 2, None), slice(3, 6, None))
+    """
+    mask = np.abs(data) >= limit
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _expand(box: tuple[slice, ...], halo: int, shape: Sequence[int]) -> tuple[slice, ...]:
+    """``box`` grown by ``halo`` voxels each side, clipped to the volume."""
+    return tuple(slice(max(0, b.start - halo), min(n, b.stop + halo)) for b, n in zip(box, shape))
+
+
+def _restore_margin(out: np.ndarray, data: np.ndarray, window: tuple[slice, ...], box: tuple[slice, ...]) -> None:
+    """Copy the input into the part of ``window`` outside ``box`` (context only, never owned)."""
+    for axis in range(3):
+        for lo, hi in ((window[axis].start, box[axis].start), (box[axis].stop, window[axis].stop)):
+            if hi > lo:
+                region = list(window)
+                region[axis] = slice(lo, hi)
+                out[tuple(region)] = data[tuple(region)]
 
 
 def _condition(network: nn.Module, factors: Sequence[float] | None) -> torch.Tensor | None:

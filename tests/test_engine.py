@@ -78,22 +78,52 @@ def test_zero_filled_halo_would_not_match():
     assert np.abs(x + s * r - whole_volume(x, net)).max() > 1e-3 * s
 
 
-def test_background_patches_keep_the_interpolated_values():
+def _expected_with_background(x, net, stats, window, box):
+    """Whole-volume result, with the input kept in skipped tiles and outside the foreground box."""
+    sub = x[window]
+    core = tuple(p - 2 * stats.halo for p in stats.patch_size)
+    tiles = plan_tiles(sub.shape, core, stats.halo)
+    limit = engine.BACKGROUND * stats.scale
+    background = [t for t in tiles if np.abs(sub[t.read]).max() < limit]
+    expected = whole_volume(x, net)
+    exp_sub = expected[window]
+    for t in background:
+        exp_sub[t.core] = sub[t.core]
+    inside = np.zeros(x.shape, bool)
+    inside[box] = True
+    expected[~inside] = x[~inside]
+    return expected, tiles, background
+
+
+def test_only_the_foreground_box_and_its_context_are_run():
     net = random_net()
     x = np.zeros((20, 18, 16), np.float32)
     x[2:9, 3:10, 2:8] = volume((7, 7, 6))
     x[15, 15, 15] = 1e-3 * x.max()  # faint, below the threshold
     out, stats = enhance(x, loaded(net), patch_size=10, **FP32)
-    core = tuple(p - 2 * stats.halo for p in stats.patch_size)
-    tiles = plan_tiles(x.shape, core, stats.halo)
-    limit = engine.BACKGROUND * stats.scale
-    background = [t for t in tiles if np.abs(x[t.read]).max() < limit]
+    box = (slice(2, 9), slice(3, 10), slice(2, 8))
+    assert engine.foreground_box(x, engine.BACKGROUND * stats.scale) == box
+    window = (slice(0, 12), slice(0, 13), slice(0, 11))  # the box grown by the halo (3), clipped
+    expected, tiles, background = _expected_with_background(x, net, stats, window, box)
+    assert stats.n_patches == len(tiles) and stats.n_skipped == len(background)
+    np.testing.assert_allclose(out, expected, atol=1e-5 * stats.scale, rtol=0)
+    outside = np.ones(x.shape, bool)
+    outside[box] = False
+    assert np.array_equal(out[outside], x[outside])  # the interpolated values, bit for bit
+
+
+def test_background_patches_inside_the_box_keep_the_interpolated_values():
+    net = random_net()
+    x = np.zeros((20, 18, 16), np.float32)
+    x[1:4, 1:4, 1:4] = volume((3, 3, 3))
+    x[15:19, 14:17, 12:15] = volume((4, 3, 3), seed=1)
+    out, stats = enhance(x, loaded(net), patch_size=10, **FP32)
+    box = (slice(1, 19), slice(1, 17), slice(1, 15))
+    window = tuple(slice(0, n) for n in x.shape)
+    expected, tiles, background = _expected_with_background(x, net, stats, window, box)
     assert stats.n_skipped == len(background) > 0 and stats.n_patches == len(tiles)
     assert stats.patches_run == len(tiles) - len(background)
-    ref = whole_volume(x, net)
-    for t in tiles:
-        expected = x[t.core] if t in background else ref[t.core]
-        np.testing.assert_allclose(out[t.core], expected, atol=1e-5 * stats.scale, rtol=0)
+    np.testing.assert_allclose(out, expected, atol=1e-5 * stats.scale, rtol=0)
     for t in background:
         assert np.array_equal(out[t.core], x[t.core])
 
