@@ -5,12 +5,15 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
 ``X - Z``). Steps:
 
 1. ``scale = robust_scale(data)``; the network sees ``patch / scale``.
-2. The grid is tiled (:mod:`mrisr.tiling`) with a halo equal to the model's
-   receptive radius, so the stitched result equals a whole-volume pass. Patch
-   shapes come from the memory budget (or ``patch_size``); a volume that fits
-   is one patch.
-3. Patches whose input (halo included) stays below ``BACKGROUND * scale`` are
-   not run: the output there is the interpolated value.
+2. Only the bounding box of the voxels at or above ``BACKGROUND * scale``,
+   grown by the halo for context, is processed; outside that box the output
+   is the interpolated value (a clean zero background costs nothing).
+3. That region is tiled (:mod:`mrisr.tiling`) with a halo equal to the model's
+   receptive radius, so inside the box the stitched result equals a
+   whole-volume pass. Patch shapes come from the memory budget (or
+   ``patch_size``); a region that fits is one patch. Patches whose input
+   (halo included) stays below ``BACKGROUND * scale`` are not run: the output
+   there is the interpolated value.
 4. Batches run under autocast (bf16/fp16) or fp32; the residual is cast to
    float32, multiplied by ``scale`` and added to the float32 input patch, and
    the core is written into one preallocated float32 output.
