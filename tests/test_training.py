@@ -124,3 +124,15 @@ def test_export_writes_a_loadable_model_with_its_validation(folder_config: Path,
     assert all(np.isfinite(r["psnr_spline"]) and np.isfinite(r["psnr_model"]) for r in rows)
     assert card.validation["psnr_gain_min"] == min(r["psnr_gain"] for r in rows)
     assert (tmp_path / "tiny-model" / "validation.md").read_text().count("| t1 |") == len(rows)
+
+
+def test_train_command_reports_config_errors_with_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mrisr.cli.app import app
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nstepz = 1\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "train.stepz: unknown field" in result.output

@@ -32,6 +32,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..errors import MrisrError
+    from .common import usage_error
     from ..training import icbm152
     from ..training.config import load_config
     from ..training.trainer import train as run_training
@@ -64,8 +65,7 @@ def train(
 
             best = run_training(cfg, out, config_path=config, resume=resume, on_step=on_step, stop_after=max_steps)
     except MrisrError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise usage_error(str(e), err) from None
     if best.is_file():
         err.print(f"best weights so far: {best}")
     else:
