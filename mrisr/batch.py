@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import threading
 import time
@@ -40,6 +39,7 @@ from . import __version__
 from .errors import InputError, MrisrError, OutputError
 from .ensemble import STD_SUFFIX, std_path
 from .geometry import DEFAULT_MAX_VOXELS
+from .model_card import file_sha256
 from .naming import (OUTPUT_SUFFIXES, dataset_description, is_image_name, is_nifti_name, output_name,
                      output_stem, sidecar_path, split_extension)
 from .pipeline import (UpscaleReport, check_spacing_args, check_trust_args, load_model_once, plan_grid,
@@ -366,27 +366,6 @@ def prepare_model(settings: BatchSettings) -> Any:
     return load_model_once(settings.model)
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, or of a folder's files (names and contents, sorted).
-
-    Example:
-        >>> import tempfile, os
-        >>> d = tempfile.mkdtemp(); p = os.path.join(d, "a"); _ = open(p, "wb").write(b"abc")
-        >>> file_sha256(p)[:12]
-        'ba7816bf8f01'
-    """
-    p = Path(path)
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(q for q in p.iterdir() if q.is_file())
-    for f in files:
-        if p.is_dir():
-            h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
-
-
 def make_record(job: Job, report: UpscaleReport | None = None, input_sha256: str | None = None) -> dict:
     """The JSON record of a job: status, error, paths, version, report fields.
 
@@ -683,5 +662,4 @@ def summarise(jobs: Sequence[Job]) -> dict[str, int]:
 
 __all__ = ["BatchSettings", "Job", "parse_shard", "expand_inputs", "name_outputs", "plan_batch", "preflight",
            "prepare_model", "ensure_dataset_description", "run_job", "iter_jobs", "run_jobs", "available_cores",
-           "threads_per_job", "make_record", "exit_code", "summarise",
-           "file_sha256"]
+           "threads_per_job", "make_record", "exit_code", "summarise"]

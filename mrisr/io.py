@@ -104,7 +104,7 @@ def load_volume(path: str | os.PathLike[str], *, series: str | None = None, nan_
         vol = _load_file(p)
         if series is not None:
             vol.warnings.append(f"series {series!r} ignored: {p.name} is not a DICOM folder")
-    return _finish(vol, p, nan_to_num)
+    return finish_volume(vol, p, nan_to_num)
 
 
 def nifti_affine(header: Any, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, str, list[str]]:
@@ -296,8 +296,8 @@ def _looks_like_nifti(p: Path) -> bool:
     return _nifti_header_size(head) is not None
 
 
-def _finish(vol: Volume, p: Path, nan_to_num: bool) -> Volume:
-    """Common checks of every reader: dtype, affine, NaN/Inf."""
+def finish_volume(vol: Volume, p: Path | None, nan_to_num: bool) -> Volume:
+    """Common checks of every reader (and of in-memory images): dtype, affine, shape, NaN/Inf."""
     try:
         vol.affine = check_affine(vol.affine)
     except GeometryError as e:
@@ -313,7 +313,7 @@ def _finish(vol: Volume, p: Path, nan_to_num: bool) -> Volume:
         n_nan = int(np.count_nonzero(np.isnan(data)))
         what = f"{n_bad:,} of {data.size:,} voxels are not finite ({n_nan:,} NaN, {n_bad - n_nan:,} Inf)"
         if not nan_to_num:
-            raise InputError(p, f"{what}; use --nan-to-num to replace them with 0")
+            raise InputError(p, f"{what}; use --nan-to-num (nan_to_num=True in Python) to replace them with 0")
         data = np.where(finite, data, np.float32(0))
         vol.warnings.append(f"{what}: replaced with 0 (--nan-to-num)")
     vol.data = data

@@ -289,7 +289,7 @@ def read_card(path: str | Path) -> ModelCard:
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks.
+    """Hex SHA-256 of a file, or of a folder's files (names and contents, sorted), read in chunks.
 
     Example:
         >>> import tempfile, os
@@ -298,10 +298,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         'ba7816bf8f01cfea'
         >>> os.unlink(f.name)
     """
+    p = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
+    files = [p] if p.is_file() else sorted(q for q in p.iterdir() if q.is_file())
+    for f in files:
+        if p.is_dir():
+            h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -565,27 +565,20 @@ def as_volume(image: Any, *, series: str | None = None, nan_to_num: bool = False
 
 
 def _volume_from_nibabel(img: Any, nan_to_num: bool) -> Volume:
-    """Wrap an in-memory nibabel image (NIfTI-1/2 or any spatial image)."""
+    """Wrap an in-memory nibabel image (NIfTI-1/2 or any spatial image), checked as a read file is."""
+    from .io import finish_volume
+
     if img.affine is None:
         raise InputError(None, "the nibabel image has no affine")
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images with one time point
         data = data[:, :, :, 0, :]
-    if data.ndim not in (3, 4):
-        raise InputError(None, f"expected a 3D or 4D image, got shape {data.shape}")
-    warnings: list[str] = []
-    bad = ~np.isfinite(data)
-    if bad.any():
-        if not nan_to_num:
-            raise InputError(None, f"the image holds {int(bad.sum()):,} NaN or Inf values; "
-                                   "set nan_to_num=True to replace them with 0")
-        data = np.where(bad, np.float32(0), data)
-        warnings.append(f"replaced {int(bad.sum()):,} NaN or Inf values with 0")
     header = None
     if hasattr(img.header, "get_qform"):  # NIfTI: a copy whose sform/qform match img.affine
         header = type(img)(img.dataobj, img.affine, img.header.copy()).header
-    return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), header=header,
-                  source_dtype=np.dtype(img.get_data_dtype()), warnings=warnings)
+    vol = Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), header=header,
+                 source_dtype=np.dtype(img.get_data_dtype()))
+    return finish_volume(vol, None, nan_to_num)
 
 
 def to_nifti(data: np.ndarray, affine: np.ndarray, template: Volume | None = None,
