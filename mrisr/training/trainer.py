@@ -23,6 +23,7 @@ import torch
 
 from ..archs.recnn import ReCNN
 from ..errors import ConfigError
+from ..metrics import psnr
 from .config import Config
 from .data import PatchSampler, ValidationCase, load_subjects, validation_cases
 from .losses import loss_fn
@@ -63,21 +64,14 @@ def predict_volume(net: ReCNN, inp: np.ndarray, factors, precision: str = "bf16"
     return inp + res.float()[0, 0].numpy()
 
 
-def psnr_masked(x: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR in dB over ``mask`` with the peak = 99.5th percentile of ``ref`` there."""
-    from ..metrics import psnr
-
-    return float(psnr(x, ref, mask=mask))
-
-
 def validate(net: torch.nn.Module, cases: list[ValidationCase], precision: str) -> dict[str, dict[str, float]]:
     """PSNR of spline and network per case, and the gain."""
     net.eval()
     out = {}
     for c in cases:
         sr = predict_volume(net, c.inp, c.acquisition.factors, precision)
-        p_spline = psnr_masked(c.inp, c.target, c.mask)
-        p_net = psnr_masked(sr, c.target, c.mask)
+        p_spline = psnr(c.inp, c.target, mask=c.mask)
+        p_net = psnr(sr, c.target, mask=c.mask)
         out[f"{c.contrast}:{c.name}"] = {"spline": p_spline, "net": p_net, "gain": p_net - p_spline}
     net.train()
     return out
