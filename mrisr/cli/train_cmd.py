@@ -24,7 +24,11 @@ def train(
     weights: Annotated[Path | None, typer.Option("--weights", help="With --export: weights to export "
                                                  "(default: <run dir>/best.pt).")] = None,
     description: Annotated[str, typer.Option("--description", help="With --export: the card's description.")] = "",
+    model_version: Annotated[str, typer.Option("--model-version", help="With --export: the card's version.")] = "1.0.0",
     default: Annotated[bool, typer.Option("--default", help="With --export: mark as the default model.")] = False,
+    init: Annotated[str | None, typer.Option("--init", help="Fine-tune: start from this trained model (a shipped "
+                                             "model's name or a model folder) instead of random weights. The "
+                                             "config's [model] must match it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Train a super-resolution network (see docs/training.md)."""
@@ -47,7 +51,7 @@ def train(
             from ..training.export import export_model
 
             card = export_model(cfg, weights or out / "best.pt", export, config_path=config,
-                                description=description, default=default,
+                                description=description, default=default, version=model_version,
                                 log=lambda line: err.print(line, highlight=False))
             err.print(f"wrote {export} (sha256 {card.sha256[:12]}...)")
             return
@@ -63,7 +67,13 @@ def train(
                 g = "" if last_gain[0] is None else f"val gain {last_gain[0]:+.2f} dB"
                 progress.update(task, completed=step, info=f"loss {loss:.4f} {g}")
 
-            best = run_training(cfg, out, config_path=config, resume=resume, on_step=on_step, stop_after=max_steps)
+            start = None
+            if init is not None and not resume:
+                from ..registry import load_model
+
+                start = load_model(init)
+            best = run_training(cfg, out, config_path=config, resume=resume, on_step=on_step,
+                                stop_after=max_steps, init=start)
     except MrisrError as e:
         raise usage_error(str(e), err) from None
     if best.is_file():

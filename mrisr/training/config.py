@@ -31,6 +31,7 @@ class DataConfig:
     holdout_fraction: float = 0.25   # top fraction of that axis never touched by training patches
     contrasts: dict[str, float] = field(default_factory=lambda: {
         "t1": 0.4, "t2": 0.15, "flair": 0.15, "pd": 0.1, "random": 0.2})
+    reference: str = ""              # "t1": guided model, the HR T1 is a second input channel (icbm152 only)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class DegradationConfig:
     scale: tuple[float, float] = (0.8, 1.25)
     flips: bool = True
     permute: bool = True
+    # Guided models only: how the HR reference differs from a perfect copy of the anatomy.
+    reference_shift: float = 0.5              # max misregistration per axis, in HR voxels
+    reference_blur: tuple[float, float] = (0.0, 0.6)    # Gaussian sigma, HR voxels
+    reference_noise: tuple[float, float] = (0.0, 0.02)  # Rician sigma, relative to the robust max
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     validate_every: int = 500
     validation_cases: list[str] = field(default_factory=lambda: ["iso2-box", "thick4-slice", "kspace2x2-kspace"])
+    validation_contrasts: list[str] = field(default_factory=list)  # empty: the named contrasts trained on
     grad_clip: float = 1.0
 
 
@@ -104,6 +110,7 @@ class Config:
 
 _CHOICES = {
     "data.source": ("icbm152", "folder"),
+    "data.reference": ("", "t1"),
     "model.arch": ("recnn",),
     "train.loss": ("l1", "l2", "charbonnier", "l1+gdl"),
     "train.precision": ("bf16", "fp32"),
@@ -183,6 +190,14 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"data.holdout_fraction: must be in (0, 1), got {d.holdout_fraction}")
     if d.holdout_axis not in (0, 1, 2):
         raise ConfigError(f"data.holdout_axis: must be 0, 1 or 2, got {d.holdout_axis}")
+    for c in cfg.train.validation_contrasts:
+        if c not in ("t1", "t2", "flair", "pd"):
+            raise ConfigError(f"train.validation_contrasts: {c!r} is not one of t1, t2, flair, pd")
+    if d.reference and d.source != "icbm152":
+        raise ConfigError("data.reference: guided training synthesises its targets from tissue maps; "
+                          "it needs data.source = 'icbm152'")
+    if cfg.degradation.reference_shift < 0:
+        raise ConfigError(f"degradation.reference_shift: must be >= 0, got {cfg.degradation.reference_shift}")
     if cfg.degradation.iso_factor[0] < 1 or cfg.degradation.thick_factor[0] < 1 or cfg.degradation.kspace_factor[0] < 1:
         raise ConfigError("degradation.*_factor: factors must be >= 1")
 

@@ -27,7 +27,7 @@ from ..geometry import TargetGrid, target_grid
 from ..intensity import robust_scale
 from ..resample import resample_to_grid
 from . import icbm152
-from .config import Config, DegradationConfig
+from .config import Config, DegradationConfig, config_from_dict
 from .synth import synthesize
 
 
@@ -228,8 +228,28 @@ class PatchSampler:
         whole = synthesize(subj.image[sub], subj.gm[sub], subj.wm[sub], kind, np.random.default_rng(seed))
         return crop / robust_scale(whole)
 
+    def _reference_crop(self, subj: Subject, origin: tuple[int, int, int], size: int,
+                        rng: np.random.Generator) -> np.ndarray:
+        """The HR T1 as a guided model's second channel: its own bias, intensity,
+        slight misregistration, blur and noise (an independently acquired scan)."""
+        d = self.cfg.degradation
+        ref = subj.image[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
+        if rng.random() < d.bias_probability:
+            ref = ref * bias_field(ref.shape, origin, subj.image.shape, d.bias_strength, rng)
+        ref = np.clip(ref, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
+        shift = rng.uniform(-d.reference_shift, d.reference_shift, 3)
+        ref = ndimage.shift(ref, shift, order=1, mode="nearest")
+        sigma = rng.uniform(*d.reference_blur)
+        if sigma > 0.05:
+            ref = ndimage.gaussian_filter(ref, sigma, mode="nearest")
+        noise = rng.uniform(*d.reference_noise)
+        if noise > 0:
+            ref = add_rician_noise(ref, noise, rng)
+        return ref.astype(np.float32)
+
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One (input, target, per-axis factors) triple; images of shape (patch,)*3."""
+        """One (input, target, per-axis factors) triple: input (C, P, P, P) with
+        C = 2 for guided models (interpolated image, HR reference), target (P, P, P)."""
         d, p = self.cfg.degradation, self.cfg.train.patch
         acq = sample_acquisition(d, rng)
         margin = int(math.ceil(3 * max(acq.factors))) + 4
@@ -243,26 +263,48 @@ class PatchSampler:
             hr = hr * bias_field(hr.shape, origin, subj.image.shape, d.bias_strength, rng)
         hr = np.clip(hr, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
         hr = hr.astype(np.float32)
-        inp = simulate(hr, acq, rng)
+        channels = [simulate(hr, acq, rng)]
+        if self.cfg.data.reference:
+            channels.append(self._reference_crop(subj, origin, size, rng))
         c = slice(margin, margin + p)
-        x, y = inp[c, c, c], hr[c, c, c]
+        x, y = np.stack([ch[c, c, c] for ch in channels]), hr[c, c, c]
         factors = np.asarray(acq.factors, dtype=np.float32)
         if d.permute:
             perm = tuple(int(v) for v in rng.permutation(3))
-            x, y, factors = x.transpose(perm), y.transpose(perm), factors[list(perm)]
+            x, y, factors = x.transpose((0, *(a + 1 for a in perm))), y.transpose(perm), factors[list(perm)]
         if d.flips:
             for ax in range(3):
                 if rng.random() < 0.5:
-                    x, y = np.flip(x, ax), np.flip(y, ax)
+                    x, y = np.flip(x, ax + 1), np.flip(y, ax)
         return np.ascontiguousarray(x), np.ascontiguousarray(y), factors
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The batch of training step ``step``: inputs and targets (B, 1, P, P, P), factors (B, 3)."""
+        """The batch of training step ``step``: inputs (B, C, P, P, P), targets (B, 1, P, P, P), factors (B, 3)."""
         rng = np.random.default_rng([self.cfg.train.seed, step])
         triples = [self.example(rng) for _ in range(self.cfg.train.batch)]
-        x = np.stack([t[0] for t in triples])[:, None]
+        x = np.stack([t[0] for t in triples])
         y = np.stack([t[1] for t in triples])[:, None]
         return x, y, np.stack([t[2] for t in triples])
+
+
+#: Validation contrasts of guided models (the reference is the T1).
+GUIDED_CONTRASTS = ("t2", "flair", "pd")
+#: Contrasts with a fixed preset, which validation can reproduce.
+NAMED_CONTRASTS = ("t1", "t2", "flair", "pd")
+
+
+def training_contrasts(cfg: Config) -> tuple[str, ...]:
+    """``train.validation_contrasts``, or else the preset contrasts among those
+    the config trains on (T1 if none).
+
+    Example:
+        >>> training_contrasts(config_from_dict({"data": {"contrasts": {"flair": 1.0, "random": 0.5}}}))
+        ('flair',)
+    """
+    if cfg.train.validation_contrasts:
+        return tuple(cfg.train.validation_contrasts)
+    named = tuple(k for k in NAMED_CONTRASTS if cfg.data.contrasts.get(k, 0) > 0)
+    return named or ("t1",)
 
 
 @dataclass
@@ -275,6 +317,7 @@ class ValidationCase:
     inp: np.ndarray
     target: np.ndarray
     mask: np.ndarray
+    reference: np.ndarray | None = None  # guided models: the clean HR T1 of the slab
 
 
 def holdout_slab(subj: Subject, cfg: Config) -> tuple[slice, ...]:
@@ -285,10 +328,18 @@ def holdout_slab(subj: Subject, cfg: Config) -> tuple[slice, ...]:
 
 
 def validation_cases(cfg: Config, subjects: list[Subject], names: list[str],
-                     contrasts: tuple[str, ...] = ("t1",)) -> list[ValidationCase]:
-    """Build the named validation cases on the held-out slab of the first subject."""
+                     contrasts: tuple[str, ...] | None = None) -> list[ValidationCase]:
+    """Build the named validation cases on the held-out slab of the first subject.
+
+    Contrasts default to the named ones the model trains on (T1, T2, FLAIR, PD:
+    see :func:`training_contrasts`); guided models (``data.reference``) get the
+    slab's T1 as the reference.
+    """
     subj = subjects[0]
     sl = holdout_slab(subj, cfg)
+    if contrasts is None:
+        contrasts = training_contrasts(cfg)
+    ref = subj.image[sl].astype(np.float32) if cfg.data.reference else None
     out = []
     for contrast in contrasts:
         if contrast == "t1" or subj.gm is None:
@@ -302,5 +353,5 @@ def validation_cases(cfg: Config, subjects: list[Subject], names: list[str],
                 raise ConfigError(f"train.validation_cases: unknown case {name!r}; valid: {', '.join(VALIDATION_CASES)}")
             acq = VALIDATION_CASES[name]
             inp = simulate(hr, acq, np.random.default_rng(1234))
-            out.append(ValidationCase(name, contrast, acq, inp, hr, mask))
+            out.append(ValidationCase(name, contrast, acq, inp, hr, mask, ref))
     return out

@@ -9,6 +9,7 @@ PSNR and SSIM over the head mask.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ..metrics import psnr, ssim
 from ..model_card import LoadedModel, ModelCard, example_card, save_model
 from . import icbm152
 from .config import Config
-from .data import VALIDATION_CASES, load_subjects, validation_cases
+from .data import GUIDED_CONTRASTS, VALIDATION_CASES, load_subjects, validation_cases
 from .trainer import build_network
 
 #: Which end of each voxel axis the hold-out takes, for a RAS-oriented volume.
@@ -35,19 +36,28 @@ def _as_loaded(network: torch.nn.Module, name: str = "candidate") -> LoadedModel
 
 
 def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | None = None,
-                      contrasts: tuple[str, ...] = REPORT_CONTRASTS, precision: str = "auto",
-                      log=print) -> list[dict]:
-    """One row per (contrast, acquisition): spline and network PSNR/SSIM and gains."""
+                      contrasts: tuple[str, ...] | None = None, precision: str = "auto",
+                      log=print, baseline: LoadedModel | None = None) -> list[dict]:
+    """One row per (contrast, acquisition): spline and network PSNR/SSIM and gains.
+
+    Contrasts default to T1, T2, FLAIR and PD (T2, FLAIR and PD with the T1 as
+    the reference for guided models). ``baseline`` (for guided models: the
+    single-input default) adds its PSNR on the same inputs, without the reference.
+    """
     from ..engine import enhance
 
     subjects = load_subjects(cfg)
+    if contrasts is None:
+        contrasts = GUIDED_CONTRASTS if cfg.data.reference else REPORT_CONTRASTS
     if subjects[0].gm is None:
         contrasts = ("t1",)  # no tissue maps: only the volumes' own contrast
     rows = []
     model = _as_loaded(network)
     for case in validation_cases(cfg, subjects, names or list(VALIDATION_CASES), contrasts):
         t0 = time.perf_counter()
-        sr, stats = enhance(case.inp, model, device="cpu", precision=precision, factors=case.acquisition.factors)
+        guide = {} if case.reference is None else {"reference": case.reference}
+        sr, stats = enhance(case.inp, model, device="cpu", precision=precision, factors=case.acquisition.factors,
+                            **guide)
         seconds = time.perf_counter() - t0
         row = {"contrast": case.contrast, "case": case.name, "acquisition": case.acquisition.describe(),
                "psnr_spline": psnr(case.inp, case.target, mask=case.mask),
@@ -57,6 +67,12 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
                "precision": stats.precision, "seconds": round(seconds, 2)}
         row["psnr_gain"] = row["psnr_model"] - row["psnr_spline"]
         row["ssim_gain"] = row["ssim_model"] - row["ssim_spline"]
+        if baseline is not None:
+            single, _ = enhance(case.inp, baseline, device="cpu", precision=precision,
+                                factors=case.acquisition.factors)
+            row["baseline"] = baseline.name
+            row["psnr_baseline"] = psnr(single, case.target, mask=case.mask)
+            row["ssim_baseline"] = ssim(single, case.target, mask=case.mask)
         rows.append(row)
         log(f"{case.contrast:6s} {case.name:20s} spline {row['psnr_spline']:6.2f} dB  model {row['psnr_model']:6.2f} dB"
             f"  gain {row['psnr_gain']:+5.2f} dB  SSIM {row['ssim_spline']:.4f} -> {row['ssim_model']:.4f}")
@@ -64,13 +80,28 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The report as a Markdown table."""
-    lines = ["| contrast | acquisition (LR voxel in mm, PSF) | PSNR spline | PSNR model | gain dB | SSIM spline | SSIM model |",
-             "|---|---|---|---|---|---|---|"]
+    """The report as a Markdown table (with the baseline's columns when it was run)."""
+    extra = "baseline" in rows[0] if rows else False
+    head = "| contrast | acquisition (LR voxel in mm, PSF) | PSNR spline | PSNR model | gain dB | SSIM spline | SSIM model |"
+    rule = "|---|---|---|---|---|---|---|"
+    if extra:
+        head += f" PSNR {rows[0]['baseline']} | guided - {rows[0]['baseline']} dB | SSIM {rows[0]['baseline']} |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for r in rows:
-        lines.append(f"| {r['contrast']} | {r['case']}: {r['acquisition']} | {r['psnr_spline']:.2f} | "
-                     f"{r['psnr_model']:.2f} | {r['psnr_gain']:+.2f} | {r['ssim_spline']:.4f} | {r['ssim_model']:.4f} |")
+        line = (f"| {r['contrast']} | {r['case']}: {r['acquisition']} | {r['psnr_spline']:.2f} | "
+                f"{r['psnr_model']:.2f} | {r['psnr_gain']:+.2f} | {r['ssim_spline']:.4f} | {r['ssim_model']:.4f} |")
+        if extra:
+            line += (f" {r['psnr_baseline']:.2f} | {r['psnr_model'] - r['psnr_baseline']:+.2f} |"
+                     f" {r['ssim_baseline']:.4f} |")
+        lines.append(line)
     return "\n".join(lines)
+
+
+def read_init(run_dir: Path) -> dict | None:
+    """The model a run was fine-tuned from (``init.json``: name, sha256, version), or None."""
+    path = run_dir / "init.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path, description: str,
@@ -79,8 +110,15 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
     network = build_network(cfg)
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     network.eval()
-    rows = validation_report(network, cfg, log=log)
+    baseline = None
+    if cfg.data.reference:
+        from ..registry import load_model
+
+        baseline = load_model()  # the single-input default, for the guided-vs-single comparison
+    rows = validation_report(network, cfg, log=log, baseline=baseline)
     gains = [r["psnr_gain"] for r in rows]
+    init = read_init(weights.parent)
+    init_flag = f" --init {init['model']}" if init else ""
     d = cfg.degradation
     data_files = {k: v[1] for k, v in icbm152.FILES.items()} if cfg.data.source == "icbm152" else {}
     training = {
@@ -99,14 +137,23 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         "factor": [1.0, max(d.iso_factor[1], d.thick_factor[1], d.kspace_factor[1])],
         "output_spacing_mm": [1.0, 1.0],
         "config": cfg.to_dict(),
-        "reproduce": f"mrisr train --config {config_path} --fetch-data && "
+        "reproduce": f"mrisr train --config {config_path} --fetch-data{init_flag} && "
                      f"mrisr train --config {config_path} --export {folder}" + (" --default" if default else ""),
     }
+    if init is not None:
+        training["init"] = init
+    protocol = ("held-out slab of the template, degraded by each acquisition (mrisr degrade operators, "
+                "Rician noise where named), spline-interpolated back to 1 mm, network run through "
+                "mrisr.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
+                "SSIM (3D Gaussian window, sigma 1.5) over the automatic head mask")
+    if cfg.data.reference:
+        training["reference"] = ("second input channel: a 1 mm T1-weighted scan of the same head on the output "
+                                 "grid (trained with the template T1, independently biased, misregistered by up "
+                                 f"to {d.reference_shift} voxel, blurred and noised)")
+        protocol += (f"; guided: the slab's clean T1 is the reference; the baseline columns run the single-input "
+                     f"default {baseline.name} {baseline.card.version} on the same inputs without it")
     validation = {
-        "protocol": ("held-out slab of the template, degraded by each acquisition (mrisr degrade operators, "
-                     "Rician noise where named), spline-interpolated back to 1 mm, network run through "
-                     "mrisr.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
-                     "SSIM (3D Gaussian window, sigma 1.5) over the automatic head mask"),
+        "protocol": protocol,
         "psnr_gain_min": min(gains), "psnr_gain_mean": float(np.mean(gains)), "rows": rows,
     }
     card = save_model(network, folder, name=folder.name, version=version, description=description,

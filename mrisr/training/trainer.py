@@ -24,6 +24,7 @@ import torch
 from ..archs.recnn import ReCNN
 from ..errors import ConfigError
 from ..metrics import psnr
+from ..model_card import LoadedModel
 from .config import Config
 from .data import PatchSampler, ValidationCase, load_subjects, validation_cases
 from .losses import loss_fn
@@ -34,7 +35,28 @@ def build_network(cfg: Config) -> ReCNN:
     m = cfg.model
     if m.arch != "recnn":
         raise ConfigError(f"model.arch: {m.arch!r} is not trainable yet; valid: recnn")
-    return ReCNN(depth=m.depth, width=m.width, kernel=m.kernel, cond_dim=3 if m.condition else 0)
+    return ReCNN(depth=m.depth, width=m.width, kernel=m.kernel, in_channels=2 if cfg.data.reference else 1,
+                 cond_dim=3 if m.condition else 0)
+
+
+def init_from(net: torch.nn.Module, model: LoadedModel) -> None:
+    """Start ``net`` from a trained model's weights (fine-tuning).
+
+    Raises:
+        ConfigError: naming each ``model.*`` field where the configuration's
+            architecture differs from the model's card.
+    """
+    if not isinstance(model.network, ReCNN):
+        raise ConfigError(f"--init: model {model.name!r} is a {model.card.architecture['name']!r} network; "
+                          "model.arch here is 'recnn'")
+    ours = net.config()
+    theirs = model.network.config()
+    diffs = [f"{k} {ours.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(ours) | set(theirs))
+             if ours.get(k) != theirs.get(k)]
+    if diffs:
+        raise ConfigError(f"--init: the config's [model] does not match model {model.name!r} "
+                          f"(config vs model: {'; '.join(diffs)}); copy the model's train.toml [model] section")
+    net.load_state_dict(model.network.state_dict())
 
 
 def factor_condition(net: ReCNN, factors: np.ndarray) -> torch.Tensor | None:
@@ -57,10 +79,12 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def predict_volume(net: ReCNN, inp: np.ndarray, factors, precision: str = "bf16") -> np.ndarray:
+def predict_volume(net: ReCNN, inp: np.ndarray, factors, precision: str = "bf16",
+                   reference: np.ndarray | None = None) -> np.ndarray:
     """Whole-volume residual prediction added to the input (no tiling; validation only)."""
+    x = np.stack([inp] if reference is None else [inp, reference])[None]
     with torch.inference_mode(), _autocast(precision):
-        res = net(torch.from_numpy(inp)[None, None], factor_condition(net, np.asarray([factors])))
+        res = net(torch.from_numpy(x), factor_condition(net, np.asarray([factors])))
     return inp + res.float()[0, 0].numpy()
 
 
@@ -69,7 +93,7 @@ def validate(net: torch.nn.Module, cases: list[ValidationCase], precision: str) 
     net.eval()
     out = {}
     for c in cases:
-        sr = predict_volume(net, c.inp, c.acquisition.factors, precision)
+        sr = predict_volume(net, c.inp, c.acquisition.factors, precision, c.reference)
         p_spline = psnr(c.inp, c.target, mask=c.mask)
         p_net = psnr(sr, c.target, mask=c.mask)
         out[f"{c.contrast}:{c.name}"] = {"spline": p_spline, "net": p_net, "gain": p_net - p_spline}
@@ -83,6 +107,15 @@ class RunState:
 
     step: int
     best_gain: float
+
+
+def same_config(saved: dict, cfg: Config) -> bool:
+    """Whether a checkpoint's configuration equals ``cfg``; fields added to mrisr
+    since the checkpoint was written count as their defaults."""
+    filled = Config().to_dict()
+    for section, values in saved.items():
+        filled.setdefault(section, {}).update(values)
+    return filled == cfg.to_dict()
 
 
 def save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: RunState, cfg: Config) -> None:
@@ -100,7 +133,7 @@ def _log(run_dir: Path, record: dict) -> None:
 
 def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: bool = False,
           on_step: Callable[[int, float, float | None], None] | None = None,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, init: LoadedModel | None = None) -> Path:
     """Train per ``cfg`` into ``run_dir``; returns the path of the best weights.
 
     Args:
@@ -110,6 +143,9 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
         resume: Continue from ``run_dir/checkpoint.pt`` (refused if missing).
         on_step: Called with (step, loss, mean validation gain or None).
         stop_after: Stop (with a checkpoint) after this many steps of this call.
+        init: Start from this trained model's weights (fine-tuning) instead
+            of a random initialisation; recorded in ``run_dir/init.json``.
+            Ignored on resume (the checkpoint holds the weights).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.train.threads)
@@ -122,13 +158,20 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
         if not ckpt.is_file():
             raise ConfigError(f"--resume: no checkpoint in {run_dir}")
         saved = torch.load(ckpt, weights_only=True)
-        if saved["config"] != cfg.to_dict():
+        if not same_config(saved["config"], cfg):
             raise ConfigError(f"--resume: {ckpt} was made with a different configuration")
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = RunState(step=int(saved["step"]), best_gain=float(saved["best_gain"]))
-    elif config_path is not None:
-        shutil.copyfile(config_path, run_dir / "config.toml")
+    else:
+        if config_path is not None:
+            shutil.copyfile(config_path, run_dir / "config.toml")
+        if init is not None:
+            init_from(net, init)
+            (run_dir / "init.json").write_text(json.dumps({"model": init.name, "sha256": init.sha256,
+                                                           "version": init.card.version}) + "\n")
+        else:
+            (run_dir / "init.json").unlink(missing_ok=True)
     subjects = load_subjects(cfg)
     sampler = PatchSampler(cfg, subjects)
     cases = validation_cases(cfg, subjects, cfg.train.validation_cases)
@@ -144,7 +187,7 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
             g["lr"] = lr_at(state.step, cfg)
         with _autocast(cfg.train.precision):
             res = net(xt, factor_condition(net, f))
-        loss = criterion(xt + res.float(), yt)
+        loss = criterion(xt[:, :1] + res.float(), yt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
