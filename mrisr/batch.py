@@ -42,8 +42,9 @@ from .geometry import DEFAULT_MAX_VOXELS
 from .model_card import file_sha256
 from .naming import (OUTPUT_SUFFIXES, dataset_description, is_image_name, is_nifti_name, output_name,
                      output_stem, sidecar_path, split_extension)
-from .pipeline import (UpscaleReport, check_spacing_args, check_trust_args, load_model_once, plan_grid,
-                       resolve_method, upscale_volume)
+from .pipeline import (UpscaleReport, check_guide_args, check_spacing_args, check_trust_args, load_model_once,
+                       plan_grid, resolve_method, upscale_volume)
+from .registration import transform_path
 
 #: Job states: planned, done, left alone (output exists), or failed.
 STATUSES = ("pending", "ok", "skipped", "failed")
@@ -62,6 +63,9 @@ class BatchSettings:
     ``consistency``/``consistency_psf`` and ``uncertainty``/``ensemble`` are
     those of :func:`mrisr.pipeline.upscale_volume`; with ``uncertainty`` the
     std map is written beside each output (:func:`mrisr.ensemble.std_path`).
+    ``reference`` (a path) and ``register`` (``"none"`` or ``"rigid"``) guide
+    a guided model (``docs/guided.md``); with ``rigid`` the transform is
+    written beside the output (:func:`mrisr.registration.transform_path`).
     """
 
     spacing: Any = None
@@ -83,9 +87,11 @@ class BatchSettings:
     force: bool = False
     qc: bool = False
     consistency: bool = False
-    consistency_psf: str = "box"
+    consistency_psf: str = "auto"
     uncertainty: bool = False
     ensemble: str | None = None
+    reference: Any = None
+    register: str | None = None
 
     def check(self) -> None:
         """Validate the settings that need no file (spacing, order, method).
@@ -96,9 +102,11 @@ class BatchSettings:
         check_spacing_args(self.spacing, self.factor)
         if self.dtype not in ("float32", "input"):
             raise MrisrError(f"dtype must be 'float32' or 'input', got {self.dtype!r}")
-        self.method, self.model = resolve_method(self.method, self.model)
+        guided = self.reference is not None
+        self.method, self.model = resolve_method(self.method, self.model, guided=guided)
         self.ensemble = check_trust_args(self.method, self.consistency, self.consistency_psf, self.uncertainty,
                                          self.ensemble)
+        self.register = check_guide_args(guided, self.register, self.ensemble)
 
 
 @dataclass
@@ -360,10 +368,19 @@ def ensure_dataset_description(output_dir: str | Path) -> Path | None:
 
 
 def prepare_model(settings: BatchSettings) -> Any:
-    """Load the model once for the whole batch (``None`` for the spline method)."""
+    """Load the model once for the whole batch (``None`` for the spline method).
+
+    Raises:
+        ModelError: also for a guided model without ``settings.reference``,
+            or a single-input model with one.
+    """
     if settings.method != "cnn":
         return None
-    return load_model_once(settings.model)
+    from .engine import check_model_channels
+
+    loaded = load_model_once(settings.model)
+    check_model_channels(loaded, settings.reference is not None)
+    return loaded
 
 
 def make_record(job: Job, report: UpscaleReport | None = None, input_sha256: str | None = None) -> dict:
@@ -460,12 +477,19 @@ def _process(job: Job, settings: BatchSettings, model: Any,
         require_matplotlib()  # before any work: the input fails with the install hint
     _make_dir(job.output.parent)
     # Refuse an unwritable destination before reading and upscaling (the writer checks again).
-    check_output_path(job.output, force=settings.force, inputs=(job.input,))
+    inputs = (job.input,) if settings.reference is None else (job.input, Path(settings.reference))
+    check_output_path(job.output, force=settings.force, inputs=inputs)
     if settings.uncertainty:
         check_output_path(std_path(job.output), force=settings.force, inputs=(job.input,))
+    if settings.register == "rigid":
+        check_output_path(transform_path(job.output), force=settings.force, suffixes=(".tfm",))
     t0 = time.perf_counter()
     volume = load_volume(job.input, series=settings.series, nan_to_num=settings.nan_to_num,
                          allow_uneven=settings.allow_uneven)
+    reference = None
+    if settings.reference is not None:
+        reference = load_volume(settings.reference, nan_to_num=settings.nan_to_num,
+                                allow_uneven=settings.allow_uneven)
     t_read = time.perf_counter() - t0
     result = upscale_volume(
         volume, spacing=settings.spacing, factor=settings.factor, method=settings.method, order=settings.order,
@@ -473,11 +497,13 @@ def _process(job: Job, settings: BatchSettings, model: Any,
         precision=settings.precision, patch_size=settings.patch_size, batch_size=settings.batch_size,
         threads=settings.threads, antialias=settings.antialias, max_voxels=settings.max_voxels,
         progress=progress, consistency=settings.consistency, consistency_psf=settings.consistency_psf,
-        uncertainty=settings.uncertainty, ensemble=settings.ensemble)
+        uncertainty=settings.uncertainty, ensemble=settings.ensemble, reference=reference,
+        register=settings.register)
     data, affine, report = result
     t0 = time.perf_counter()
     save_volume(data, affine, job.output, template=volume, dtype=settings.dtype, force=settings.force,
-                inputs=(job.input,))
+                inputs=inputs)
+    _save_transform(job, settings, report)
     if result.std is not None and report.uncertainty is not None:
         report.uncertainty["std_output"] = str(save_volume(result.std, affine, std_path(job.output),
                                                            template=volume, dtype="float32",
@@ -486,6 +512,17 @@ def _process(job: Job, settings: BatchSettings, model: Any,
     report.input = str(job.input)
     qc_error = _make_qc(job, settings, volume, data, affine, report) if settings.qc else None
     return report, file_sha256(job.input), qc_error
+
+
+def _save_transform(job: Job, settings: BatchSettings, report: UpscaleReport) -> None:
+    """Write the reference's rigid transform beside the output; record its path in the report."""
+    ref = report.reference
+    if not ref or ref.get("transform_ras") is None:
+        return
+    from .registration import save_transform
+
+    path = save_transform(ref["transform_ras"], transform_path(job.output), force=settings.force)
+    ref["transform_file"] = str(path)
 
 
 def _make_qc(job: Job, settings: BatchSettings, volume: Any, data: Any, affine: Any,

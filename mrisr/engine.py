@@ -21,6 +21,13 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
 Peak memory is the input, the output and one batch of patches with its
 activations: no other full-size array is made. A GPU out-of-memory error
 halves the batch, then the patch, and retries.
+
+Guided models (``network.in_channels == 2``) take a second channel: a finer
+reference scan already on the output grid (:mod:`mrisr.reference`), divided
+by its own ``robust_scale``. The reference only feeds the network: the
+residual is still added to channel 0 (the image), background patches and the
+foreground box are decided on the image alone, and tiles read both channels
+through the same windows, so tiling stays exact.
 """
 
 from __future__ import annotations
@@ -217,25 +224,63 @@ def make_plan(shape: Sequence[int], halo: int, voxel_budget: int, patch_size: in
     return Plan(tiles=tiles, halo=h, batch_size=batch_size, blend=blend)
 
 
-def _check_inputs(data: np.ndarray, model: LoadedModel) -> np.ndarray:
+def _check_volume(data: np.ndarray, what: str = "volume") -> np.ndarray:
     if not isinstance(data, np.ndarray):
-        raise InputError(None, f"enhance takes a numpy array, got {type(data).__name__}")
+        raise InputError(None, f"enhance takes a numpy array as the {what}, got {type(data).__name__}")
     if data.ndim != 3 or min(data.shape) < 1:
-        raise InputError(None, f"enhance takes one 3D volume, got an array of shape {data.shape}")
+        raise InputError(None, f"enhance takes one 3D {what}, got an array of shape {data.shape}")
     if not np.issubdtype(data.dtype, np.floating):
-        raise InputError(None, f"enhance takes floating-point data, got {data.dtype}")
+        raise InputError(None, f"enhance takes floating-point data, got {data.dtype} for the {what}")
     data = np.asarray(data, dtype=np.float32)
     if not np.isfinite(np.sum(data, dtype=np.float64)):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
-            raise InputError(None, f"the volume holds {bad} NaN or infinite voxels")
+            raise InputError(None, f"the {what} holds {bad} NaN or infinite voxels")
+    return data
+
+
+def check_model_channels(model: LoadedModel, guided: bool) -> None:
+    """Refuse a model that does not fit the inputs: a guided model (2 channels)
+    without a reference, or a single-input model given one.
+
+    Raises:
+        ModelError: naming the model (and the shipped guided models).
+
+    Example:
+        >>> from mrisr.archs.recnn import ReCNN
+        >>> from mrisr.model_card import example_card
+        >>> check_model_channels(LoadedModel("demo", example_card(), ReCNN(3, 4), "0" * 64, None), False)
+    """
     net = getattr(model, "network", None)
     if not isinstance(net, nn.Module):
         raise ModelError(f"enhance takes a LoadedModel (see mrisr.registry.load_model), got {type(model).__name__}")
     channels = getattr(net, "in_channels", 1)
-    if channels != 1:
-        raise ModelError(f"model {model.name!r} takes {channels} input channels; enhance feeds one")
-    return data
+    if channels not in (1, 2):
+        raise ModelError(f"model {model.name!r} takes {channels} input channels; enhance feeds one or two "
+                         "(the image, and a reference for guided models)")
+    if channels == 2 and not guided:
+        raise ModelError(f"model {model.name!r} is guided (2 input channels): it needs a reference image (a finer "
+                         "scan of the same head, e.g. a 1 mm T1) as its second input; pass --reference "
+                         "(reference= in Python)")
+    if channels == 1 and guided:
+        from .registry import guided_model_names
+
+        names = guided_model_names()
+        shipped = f"guided models: {', '.join(names)}" if names else "no guided model ships with this installation"
+        raise ModelError(f"model {model.name!r} is not guided (it takes one input channel) and cannot use a "
+                         f"reference; {shipped}")
+
+
+def _check_inputs(data: np.ndarray, model: LoadedModel,
+                  reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    data = _check_volume(data)
+    check_model_channels(model, reference is not None)
+    if reference is not None:
+        reference = _check_volume(reference, "reference")
+        if reference.shape != data.shape:
+            raise InputError(None, f"the reference must lie on the output grid: shape {reference.shape}, "
+                                   f"the volume's is {data.shape} (see mrisr.reference.resample_reference)")
+    return data, reference
 
 
 def _prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
@@ -264,7 +309,8 @@ class _Counters:
 def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float, device: torch.device,
               precision: str, out: np.ndarray, background: float | None = BACKGROUND,
               progress: Callable[[int, int], None] | None = None,
-              condition: torch.Tensor | None = None) -> _Counters:
+              condition: torch.Tensor | None = None, guide: np.ndarray | None = None,
+              guide_scale: float = 1.0) -> _Counters:
     """Run ``network`` over the plan's tiles and stitch ``data + scale * residual`` into ``out``.
 
     Args:
@@ -280,6 +326,9 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
         progress: Called with ``(patches done, total)`` after each batch.
         condition: ``(1, k)`` condition vector of a conditioned network
             (the same for every patch), or None.
+        guide: Second input channel of a guided network, ``data``'s shape
+            (read through the same windows), or None.
+        guide_scale: The network sees ``guide / guide_scale``.
     """
     stitcher = Stitcher(out, plan.tiles, blend=plan.blend)
     cond = None if condition is None else condition.to(device)
@@ -298,9 +347,11 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
             else:
                 run.append(tile)
         if run:
-            batch = np.empty((len(run), 1, *plan.patch_shape), np.float32)
+            batch = np.empty((len(run), 1 if guide is None else 2, *plan.patch_shape), np.float32)
             for i, tile in enumerate(run):
                 np.divide(data[tile.read], scale, out=batch[i, 0])
+                if guide is not None:
+                    np.divide(guide[tile.read], guide_scale, out=batch[i, 1])
             t1 = time.perf_counter()
             counts.stitch += t1 - t0
             x = torch.from_numpy(batch).to(device)
@@ -331,7 +382,8 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
             threads: int | None = None,
             progress: Callable[[int, int], None] | None = None,
-            factors: Sequence[float] | None = None) -> tuple[np.ndarray, EngineStats]:
+            factors: Sequence[float] | None = None,
+            reference: np.ndarray | None = None) -> tuple[np.ndarray, EngineStats]:
     """Add the network's residual to an interpolated volume, patch by patch.
 
     Args:
@@ -347,13 +399,18 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         progress: Called with ``(patches done, total patches)``.
         factors: Upsampling factor per voxel axis (input voxel size over
             output voxel size); required by networks conditioned on them.
+        reference: Guided models only (and required by them): the float32
+            reference on the output grid (``data``'s shape, see
+            :func:`mrisr.reference.resample_reference`); the network sees it
+            divided by its own ``robust_scale`` as channel 1.
 
     Returns:
         ``(result, stats)``: the float32 volume and :class:`EngineStats`.
 
     Raises:
         InputError: for data that is not a finite 3D floating-point array.
-        ModelError: for a model the engine cannot feed.
+        ModelError: for a model the engine cannot feed: a guided model
+            without ``reference``, or a reference for a single-input model.
         MrisrError: for an unknown or unavailable device or precision, or
             invalid patch/batch sizes or thread counts.
 
@@ -366,7 +423,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         ((8, 8, 8), dtype('float32'), 1)
     """
     t_start = time.perf_counter()
-    data = _check_inputs(data, model)
+    data, reference = _check_inputs(data, model, reference)
     sides = _patch_sides(patch_size)
     batch_size = _positive(batch_size, "batch_size")
     with cpu_threads(threads):
@@ -374,6 +431,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         prec = resolve_precision(precision, dev)
         t0 = time.perf_counter()
         scale = float(robust_scale(data))
+        guide_scale = float(robust_scale(reference)) if reference is not None else 1.0
         t_norm = time.perf_counter() - t0
         network = _prepare_network(model.network, dev)
         condition = _condition(network, factors)
@@ -385,12 +443,13 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         if box is not None and window != tuple(slice(0, n) for n in data.shape):
             np.copyto(out, data)  # outside the foreground's box (and its context) the input stays
         sub, sub_out = data[window], out[window]
+        guide = None if reference is None else reference[window]
         retries = 0
         while True:
             plan = make_plan(sub.shape, halo, budget, sides, batch_size)
             try:
                 counts = run_tiled(sub, network, plan, scale=scale, device=dev, precision=prec, out=sub_out,
-                                   progress=progress, condition=condition)
+                                   progress=progress, condition=condition, guide=guide, guide_scale=guide_scale)
                 if box is not None:
                     _restore_margin(out, data, window, box)
                 break
@@ -490,13 +549,17 @@ def _shrink(plan: Plan, sides: tuple[int, int, int] | None,
 
 
 def whole_volume(data: np.ndarray, network: nn.Module, scale: float | None = None,
-                 factors: Sequence[float] | None = None) -> np.ndarray:
+                 factors: Sequence[float] | None = None, reference: np.ndarray | None = None) -> np.ndarray:
     """Reference: one fp32 whole-volume pass ``data + scale * network(data / scale)``.
 
     For tests and small volumes (needs the activations of the whole volume).
+    A guided network gets ``reference / robust_scale(reference)`` as channel 1.
     """
     scale = float(robust_scale(data)) if scale is None else scale
-    x = torch.from_numpy(np.ascontiguousarray(data, np.float32) / np.float32(scale))[None, None]
+    channels = [np.ascontiguousarray(data, np.float32) / np.float32(scale)]
+    if reference is not None:
+        channels.append(np.asarray(reference, np.float32) / np.float32(robust_scale(reference)))
+    x = torch.from_numpy(np.stack(channels))[None]
     cond = _condition(network, factors)
     with torch.inference_mode():
         r = (network(x) if cond is None else network(x, cond)).float()[0, 0].numpy()

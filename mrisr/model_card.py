@@ -53,6 +53,13 @@ WEIGHTS_FILE = "model.pt"
 #: :func:`architecture_class` so that reading cards never imports torch.
 ARCHITECTURES: dict[str, str] = {
     "recnn": "mrisr.archs.recnn:ReCNN",
+    "srcnn3d": "mrisr.archs.srcnn3d:SRCNN3D",
+    "mdcsrn": "mrisr.archs.mdcsrn:MDCSRN",
+    "rrlsrn": "mrisr.archs.rrlsrn:RRLSRN",
+    "georgescu": "mrisr.archs.georgescu:Georgescu",
+    "gan-cpce": "mrisr.archs.lyu:GanCpceGenerator",
+    "gan-circle": "mrisr.archs.lyu:GANCircle",
+    "gan-circle-generator": "mrisr.archs.lyu:GANCircleGenerator",
 }
 
 #: Normalisation methods the engine knows how to apply.

@@ -12,6 +12,9 @@ Steps for each 3D volume (a 4D series is processed volume by volume):
    (:func:`mrisr.geometry.target_grid`, :func:`mrisr.resample.resample_to_grid`).
 2. With ``method="cnn"``, the network adds its residual to that interpolated
    volume (:func:`mrisr.engine.enhance`). torch is imported only then.
+   A guided model also gets a reference image (``reference=``), optionally
+   rigidly registered to the input (:mod:`mrisr.registration`), resampled
+   once onto the output grid (:mod:`mrisr.reference`).
 
 Example:
     >>> import numpy as np, nibabel as nib, mrisr
@@ -42,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Processing methods: the bundled network on top of a spline, or the spline alone.
 METHODS = ("cnn", "spline")
+#: How a reference is aligned to the input: trust the headers, or rigid registration.
+REGISTRATIONS = ("none", "rigid")
 #: Stages whose wall-clock time an :class:`UpscaleReport` records (seconds).
 STAGES = ("read", "interpolate", "network", "write")
 #: Share of a volume's progress given to interpolation when the network follows.
@@ -90,6 +95,13 @@ class UpscaleReport:
             the written std map, filled by the writer); else ``None``.
         ood: Measures of the input behind the input-check warnings
             (:class:`mrisr.ood.InputAssessment`; ``method="cnn"`` only).
+        reference: With a reference (guided models): its ``path``, ``shape``,
+            ``spacing``, ``overlap`` (fraction of the output inside it),
+            ``register`` (``none`` or ``rigid``), ``transform_ras`` (4x4 RAS
+            matrix from output world to reference world, or ``None``), and
+            with ``rigid`` ``rotation_deg``, ``translation_mm`` (at the
+            output's centre) and ``transform_file`` (the ``.tfm`` written
+            beside the output, filled by the writer); else ``None``.
     """
 
     input: str | None
@@ -117,6 +129,7 @@ class UpscaleReport:
     consistency: dict | None = None
     uncertainty: dict | None = None
     ood: dict | None = None
+    reference: dict | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready copy (plain lists, floats and strings).
@@ -218,19 +231,22 @@ def plan_grid(affine: np.ndarray, shape: Sequence[int], *, spacing: float | Sequ
     return target_grid(affine, shape[:3], target, max_voxels=max_voxels)
 
 
-def resolve_method(method: str | None, model: Any = None) -> tuple[str, Any]:
+def resolve_method(method: str | None, model: Any = None, guided: bool = False) -> tuple[str, Any]:
     """Choose the method and the model to use.
 
     ``method=None`` means ``"cnn"`` when a model is given or a default model
-    ships, else ``"spline"``.
+    ships, else ``"spline"``. With ``guided`` (a reference was given) the
+    method is ``"cnn"`` and the model, unless given, the first shipped
+    guided model.
 
     Returns:
         ``(method, model)``: ``model`` is what was given, or the default
-        model's name for ``"cnn"``; ``None`` for ``"spline"``.
+        (guided) model's name for ``"cnn"``; ``None`` for ``"spline"``.
 
     Raises:
-        MrisrError: an unknown method, ``"cnn"`` with no model available, or a
-            model given together with ``"spline"``.
+        MrisrError: an unknown method, ``"cnn"`` with no model available, a
+            model or a reference given together with ``"spline"``.
+        ModelError: a reference without a model when no guided model ships.
 
     Example:
         >>> resolve_method("spline")
@@ -242,9 +258,14 @@ def resolve_method(method: str | None, model: Any = None) -> tuple[str, Any]:
         if model is not None:
             raise MrisrError(f"a model was given ({_model_label(model)}) but the method is 'spline'; "
                              "drop the model or use method 'cnn'")
+        if guided:
+            raise MrisrError("a reference was given but the method is 'spline', which cannot use it (only a guided "
+                             "network does); drop the reference or use method 'cnn'")
         return "spline", None
     if model is not None:
         return "cnn", model
+    if guided:
+        return "cnn", _default_guided_model()
     from .registry import default_model_name
 
     default = default_model_name()
@@ -254,6 +275,41 @@ def resolve_method(method: str | None, model: Any = None) -> tuple[str, Any]:
         raise MrisrError("method 'cnn' needs a model, but no default model ships with this installation; "
                          "name one (a model folder or its card.json) or use method 'spline'")
     return "spline", None
+
+
+def _default_guided_model() -> str:
+    from .errors import ModelError
+    from .registry import guided_model_names
+
+    names = guided_model_names()
+    if not names:
+        raise ModelError("no guided model ships with this installation; pass --model (model= in Python): a model "
+                         "folder whose card has architecture params in_channels 2")
+    return names[0]
+
+
+def check_guide_args(guided: bool, register: str | None, ensemble: str | None) -> str:
+    """Validate the reference options; returns the registration to run (``"none"`` or ``"rigid"``).
+
+    Raises:
+        MrisrError: an unknown registration, registration without a
+            reference, or a reference with the flip ensemble.
+
+    Example:
+        >>> check_guide_args(True, None, None)
+        'none'
+        >>> check_guide_args(False, "rigid", None)
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.MrisrError: register 'rigid' aligns a reference image to the input, but no reference was given
+    """
+    register = look_up_option("none" if register is None else register, REGISTRATIONS, "register")
+    if register != "none" and not guided:
+        raise MrisrError(f"register {register!r} aligns a reference image to the input, but no reference was given")
+    if guided and ensemble is not None:
+        raise MrisrError("the flip ensemble (uncertainty, ensemble) does not take a reference yet; "
+                         "drop one of them")
+    return register
 
 
 def _model_label(model: Any) -> str:
@@ -285,8 +341,9 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
                    patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
                    threads: int | None = None, antialias: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
                    progress: ProgressCallback | None = None, consistency: bool = False,
-                   consistency_psf: str = "box", uncertainty: bool = False,
-                   ensemble: str | None = None) -> UpscaleResult:
+                   consistency_psf: str = "auto", uncertainty: bool = False,
+                   ensemble: str | None = None, reference: Any = None,
+                   register: str | None = None) -> UpscaleResult:
     """Upscale an in-memory volume onto the geometry contract's grid.
 
     Args:
@@ -304,15 +361,24 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         max_voxels: Refuse outputs larger than this (per volume).
         progress: ``progress(done, total)`` in volumes, called as work advances.
         consistency: Project the result onto the images whose simulated
-            acquisition equals the input (:mod:`mrisr.consistency`) and report
-            the consistency errors.
-        consistency_psf: Acquisition PSF of that projection: ``box``
-            (default), ``gaussian``, ``kspace`` or ``slice``.
+            acquisition equals the input, above the input's noise
+            (:mod:`mrisr.consistency`), and report the consistency errors.
+        consistency_psf: Acquisition PSF of that projection: ``auto``
+            (default: the PSF that best explains the input), ``box``,
+            ``gaussian``, ``kspace`` or ``slice``.
         uncertainty: Run the network under the 8 flips (:mod:`mrisr.ensemble`)
             and return their voxel-wise std as ``result.std`` (cnn only).
         ensemble: ``"mean"`` or ``"median"``: how the 8 flips are combined
             (given alone, runs the flip ensemble without keeping the std);
             ``None``: one pass, or ``"mean"`` with ``uncertainty``.
+        reference: A finer scan of the same head (path, nibabel image or
+            :class:`~mrisr.volume.Volume`, 3D) for a guided model: resampled
+            onto the output grid through world coordinates and fed to the
+            network as a second channel (``docs/guided.md``). Without
+            ``model``, the shipped guided model is used.
+        register: ``"none"`` (default: trust the headers) or ``"rigid"``:
+            register the reference to the input first
+            (:func:`mrisr.registration.register_rigid`).
 
     Returns:
         ``UpscaleResult(data, affine, report)``: float32 data of shape
@@ -321,7 +387,10 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         ``result.std`` is the std map with ``uncertainty=True``.
 
     Raises:
-        MrisrError: bad settings, an absurd output size, no model for ``"cnn"``.
+        MrisrError: bad settings, an absurd output size, no model for ``"cnn"``,
+            a reference that is coarser than the output or misses it
+            (:class:`~mrisr.errors.InputError` naming the reference), a
+            model that does not fit (guided or not) the reference given.
 
     Example:
         >>> v = Volume(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))
@@ -331,22 +400,28 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     """
     check_spacing_args(spacing, factor)
     order = _check_order(order)
-    method, model = resolve_method(method, model)
+    method, model = resolve_method(method, model, guided=reference is not None)
     ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
+    register = check_guide_args(reference is not None, register, ensemble)
     data = np.asarray(volume.data)
     if data.ndim not in (3, 4):
         raise InputError(volume.path, f"expected a 3D or 4D image, got {data.ndim} dimensions {data.shape}")
     grid = plan_grid(volume.affine, data.shape, spacing=spacing, factor=factor, max_voxels=max_voxels)
     report = _new_report(volume, grid, method, order, antialias)
     loaded = None
+    engine_kw: dict[str, Any] = dict(device=device, precision=precision, patch_size=patch_size,
+                                     batch_size=batch_size, threads=threads)
     if method == "cnn":
+        from .engine import check_model_channels
+
         loaded = load_model_once(model)
+        check_model_channels(loaded, reference is not None)
         _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
         _check_input(report, data)
+        if reference is not None:
+            engine_kw["reference"] = _guide(volume, grid, reference, register, report)
     maps: dict[str, np.ndarray] = {}
-    out = _run_volumes(data, grid, report, loaded, order, antialias, progress,
-                       dict(device=device, precision=precision, patch_size=patch_size,
-                            batch_size=batch_size, threads=threads),
+    out = _run_volumes(data, grid, report, loaded, order, antialias, progress, engine_kw,
                        consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
 
@@ -363,10 +438,10 @@ def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncer
         >>> check_trust_args("cnn", False, "box", True, None)
         'mean'
     """
-    from .degradation import PSFS
+    from .consistency import PSF_CHOICES
     from .ensemble import COMBINES
 
-    look_up_option(consistency_psf, PSFS, "consistency psf")
+    look_up_option(consistency_psf, PSF_CHOICES, "consistency psf")
     if ensemble is not None:
         look_up_option(ensemble, COMBINES, "ensemble")
     if uncertainty and ensemble is None:
@@ -375,6 +450,47 @@ def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncer
         what = "uncertainty" if uncertainty else "the flip ensemble"
         raise MrisrError(f"{what} needs the network (method 'cnn'); the method is {method!r}")
     return ensemble
+
+
+def _guide(volume: Volume, grid: TargetGrid, reference: Any, register: str, report: UpscaleReport) -> np.ndarray:
+    """Load the reference, register it (``rigid``), resample it onto ``grid``; fills ``report.reference``."""
+    from .reference import as_reference, check_reference_spacing, resample_reference
+
+    t0 = time.perf_counter()
+    ref = as_reference(as_volume(reference))
+    check_reference_spacing(ref.affine, grid, ref.path)  # before a registration that would be wasted
+    for w in ref.warnings:
+        report.warnings.append(f"reference: {w}")
+    transform, extra = None, {"register": register}
+    if register == "rigid":
+        transform, extra = _register(volume, ref, grid, report)
+    guide = resample_reference(ref, grid, transform=transform)
+    guide.extra.update(extra)
+    report.reference = guide.describe()
+    report.timings["reference"] = time.perf_counter() - t0
+    return guide.data
+
+
+def _register(volume: Volume, ref: Volume, grid: TargetGrid, report: UpscaleReport) -> tuple[np.ndarray, dict]:
+    """Rigid registration of the reference to the input's first volume, with its summary and warnings."""
+    from .registration import LARGE_ROTATION_DEG, LARGE_TRANSLATION_MM, describe_rigid, register_rigid
+
+    t0 = time.perf_counter()
+    fixed = volume.data if volume.data.ndim == 3 else volume.data[..., 0]
+    try:
+        transform = register_rigid(ref.data, ref.affine, fixed, volume.affine)
+    except InputError:
+        raise
+    except MrisrError as exc:
+        raise InputError(ref.path, str(exc)) from None
+    centre = grid.affine @ np.r_[(np.asarray(grid.shape) - 1) / 2.0, 1.0]
+    moved = describe_rigid(transform, centre[:3])
+    if moved["rotation_deg"] > LARGE_ROTATION_DEG or moved["translation_mm"] > LARGE_TRANSLATION_MM:
+        report.warnings.append(f"the rigid registration moved the reference by {moved['rotation_deg']:.1f} degrees "
+                               f"and {moved['translation_mm']:.1f} mm: more than head motion within a session "
+                               "usually is; check the alignment (the transform is in the sidecar)")
+    report.timings["register"] = time.perf_counter() - t0
+    return transform, {"register": "rigid", **moved, "transform_file": None}
 
 
 def _check_input(report: UpscaleReport, data: np.ndarray) -> None:
@@ -609,8 +725,9 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
             threads: int | None = None, antialias: bool = True, series: str | None = None,
             nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
-            progress: ProgressCallback | None = None, consistency: bool = False, consistency_psf: str = "box",
-            uncertainty: bool = False, ensemble: str | None = None) -> nib.Nifti1Image:
+            progress: ProgressCallback | None = None, consistency: bool = False, consistency_psf: str = "auto",
+            uncertainty: bool = False, ensemble: str | None = None, reference: Any = None,
+            register: str | None = None) -> nib.Nifti1Image:
     """Super-resolve an MRI image to a target voxel size.
 
     Args:
@@ -638,6 +755,11 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
         uncertainty: Flip ensemble of the network with its std map.
         ensemble: ``"mean"`` or ``"median"`` of the 8 flips (see
             :func:`upscale_volume`).
+        reference: A finer scan of the same head (file path, nibabel image
+            or Volume) guiding a guided model (``docs/guided.md``); read
+            like ``image`` (``nan_to_num``, ``allow_uneven`` apply).
+        register: ``"none"`` (default) or ``"rigid"``: register the
+            reference to the input first.
 
     Returns:
         A ``nibabel.Nifti1Image`` in float32 on the contract grid (affine
@@ -658,16 +780,20 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
     """
     check_spacing_args(spacing, factor)
     _check_order(order)
-    check_trust_args(resolve_method(method, model)[0], consistency, consistency_psf, uncertainty,
-                     ensemble)  # fail on a bad method or option before reading anything
+    guided = reference is not None
+    check_guide_args(guided, register, check_trust_args(  # fail on a bad method or option before reading anything
+        resolve_method(method, model, guided=guided)[0], consistency, consistency_psf, uncertainty, ensemble))
     t0 = time.perf_counter()
     volume = as_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    if guided:
+        reference = as_volume(reference, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
     read_time = time.perf_counter() - t0
     result = upscale_volume(
         volume, spacing=spacing, factor=factor, method=method, order=order, model=model, device=device,
         precision=precision, patch_size=patch_size, batch_size=batch_size, threads=threads,
         antialias=antialias, max_voxels=max_voxels, progress=progress, consistency=consistency,
-        consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble)
+        consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
+        register=register)
     data, affine, report = result
     report.timings["read"] = read_time if isinstance(image, (str, Path)) else 0.0
     img = to_nifti(data, affine, template=volume)

@@ -75,6 +75,27 @@ def default_model_name() -> str | None:
     return None
 
 
+def is_guided(card: ModelCard) -> bool:
+    """Whether a model is guided: its network takes a reference as a second input channel.
+
+    Example:
+        >>> from mrisr.model_card import example_card
+        >>> is_guided(example_card())
+        False
+    """
+    return int(card.architecture.get("params", {}).get("in_channels", 1)) == 2
+
+
+def guided_model_names() -> list[str]:
+    """Names of the shipped guided models (``in_channels`` 2 in their card), sorted.
+
+    Example:
+        >>> isinstance(guided_model_names(), list)
+        True
+    """
+    return [card.name for card in list_models() if is_guided(card)]
+
+
 def _looks_like_path(value: str | Path) -> bool:
     if isinstance(value, Path):
         return True

@@ -149,6 +149,26 @@ def save_json_atomic(obj: Any, path: str | os.PathLike[str], force: bool = False
     return out
 
 
+def save_bytes_atomic(data: bytes, path: str | os.PathLike[str], *, force: bool = False,
+                      verify: Callable[[Path], Any] | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in its folder + rename).
+
+    ``verify(temporary path)`` may check the written file before the rename;
+    the temporary file keeps ``path``'s extension.
+
+    Raises:
+        OutputError: output exists (without ``force``), folder missing or
+            unwritable, write or verification failure.
+
+    Example:
+        >>> save_bytes_atomic(b"#Insight Transform File V1.0\\n", "/tmp/x.tfm", force=True)   # doctest: +SKIP
+        PosixPath('/tmp/x.tfm')
+    """
+    out = check_output_path(path, force=force, suffixes=())
+    _atomic_write(out, force, lambda f: f.write(data), verify)
+    return out
+
+
 def check_output_path(path: str | os.PathLike[str], *, force: bool = False,
                       inputs: Sequence[str | os.PathLike[str]] = (),
                       suffixes: Sequence[str] = OUTPUT_SUFFIXES) -> Path:
@@ -450,5 +470,5 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["save_volume", "nifti_image", "save_json_atomic", "check_output_path", "encode_data", "has_shear",
-           "OUTPUT_SUFFIXES", "DTYPES"]
+__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "check_output_path", "encode_data",
+           "has_shear", "OUTPUT_SUFFIXES", "DTYPES"]

@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from mrisr import pipeline
-from mrisr.consistency import ConsistencyTracker, Projector, acquisition_operators, consistency_error, input_grid
+from mrisr.consistency import (NOISE_FACTOR, ConsistencyTracker, Projector, acquisition_operators, consistency_error,
+                               input_grid, noise_weights, residual_noise, robust_range, select_psf, weigh_residual)
 from mrisr.degradation import PSFS, degrade
 from mrisr.errors import MrisrError
 from mrisr.geometry import target_grid
@@ -136,14 +137,135 @@ def test_error_definition_and_bad_arguments():
 
 def test_tracker_reports_the_three_errors_combined_over_volumes():
     grid = target_grid(np.eye(4), (4, 4, 4), 0.5)
-    tracker = ConsistencyTracker(grid, (4, 4, 4))
+    tracker = ConsistencyTracker(grid, (4, 4, 4), psf="box", noise=False)  # the exact projection
     for _ in range(2):
         y = _smooth((4, 4, 4))
         spline = resample_to_grid(y, grid)
         tracker(y, spline, spline + RNG.normal(0, 5, spline.shape).astype(np.float32))
     s = tracker.summary()
-    assert s["psf"] == "box" and s["exact"] and len(tracker.errors["network"]) == 2
+    assert s["psf"] == "box" and s["psf_requested"] == "box" and s["psf_errors"] is None
+    assert s["exact"] and len(tracker.errors["network"]) == 2
+    assert s["noise_weighted"] is False and s["noise_level"] == 0.0
     assert s["error_projected"] < 1e-6 < s["error_spline"] < s["error_network"]
+
+
+# -- the unknown acquisition: psf="auto" ---------------------------------------------------------
+
+def _anisotropic_case(psf):
+    """A truth on the output grid of a 2 x 2 x 4 mm input, its acquisition with ``psf``, a smooth output error."""
+    rng = np.random.default_rng(3)
+    shape = (8, 8, 6)
+    grid = target_grid(np.diag([2.0, 2.0, 4.0, 1.0]), shape, 1.0)
+    truth = (400 * ndimage.gaussian_filter(rng.random(grid.shape), 1.0)).astype(np.float32)
+    error = (20 * ndimage.gaussian_filter(rng.normal(size=grid.shape), 2.0)).astype(np.float32)
+    return grid, shape, truth, error, Projector(grid, shape, psf).degrade(truth)
+
+
+@pytest.mark.parametrize("psf", PSFS)
+def test_select_psf_finds_the_acquisition_that_made_the_input(psf):
+    grid, shape, truth, error, y = _anisotropic_case(psf)
+    chosen, errors = select_psf(grid, shape, y, truth + error)
+    assert chosen == psf and set(errors) == set(PSFS)
+    # The errors are the candidates' consistency errors, and the true PSF wins by a clear margin.
+    for cand in PSFS:
+        expected = consistency_error(y, Projector(grid, shape, cand).degrade(truth + error))
+        assert errors[cand] == pytest.approx(expected, rel=1e-5)
+    assert errors[psf] < 0.5 * min(v for k, v in errors.items() if k != psf)
+    # Restricted candidates, ties go to the first; bad names are refused.
+    assert select_psf(grid, shape, y, truth + error, ("gaussian", psf))[0] == psf
+    with pytest.raises(MrisrError, match="consistency psf"):
+        select_psf(grid, shape, y, truth, ("box", "lanczos"))
+
+
+def test_auto_tracker_chooses_on_the_first_volume_and_keeps_it():
+    grid, shape, truth, error, y = _anisotropic_case("kspace")
+    tracker = ConsistencyTracker(grid, shape)
+    assert tracker.projector is None
+    tracker(y, truth, truth + error)
+    s = tracker.summary()
+    assert s["psf"] == "kspace" and s["psf_requested"] == "auto" and s["psf_errors"]["kspace"] == s["error_network"]
+    first = tracker.projector
+    y_box = Projector(grid, shape, "box").degrade(truth)  # a second volume does not change the choice
+    tracker(y_box, truth, truth)
+    assert tracker.projector is first and tracker.summary()["psf"] == "kspace"
+    with pytest.raises(MrisrError, match="consistency psf"):
+        ConsistencyTracker(grid, shape, psf="sinc")
+
+
+# -- noisy inputs: correct only above the residual's noise ---------------------------------------
+
+def test_residual_noise_reads_white_noise_and_ignores_a_sparse_error():
+    rng = np.random.default_rng(5)
+    assert residual_noise(rng.normal(0, 3.0, (24, 24, 24))) == pytest.approx(3.0, rel=0.05)
+    sparse = np.zeros((24, 24, 24), np.float32)
+    sparse[8:14, 8:14, 8:14] = rng.normal(0, 10.0, (6, 6, 6))  # an error at a few edges, zero elsewhere
+    assert residual_noise(sparse) == 0.0
+    assert residual_noise(np.zeros((2, 2, 2))) == 0.0             # no axis with 3 voxels: not measurable
+
+
+def test_weights_keep_signal_and_drop_noise():
+    rng = np.random.default_rng(6)
+    n = 32
+    k = np.arange(n)
+    signal = (10 * np.cos(2 * np.pi * k / n)[:, None, None] * np.ones((n, n, n))).astype(np.float32)
+    noise = rng.normal(0, 1.0, (n, n, n)).astype(np.float32)
+    w = noise_weights(signal + noise, 1.0)
+    # The cosine's two frequency bins (and their neighbours) pass; noise-only frequencies are cut.
+    assert w[1, 0, 0] > 0.99 and w[-1, 0, 0] > 0.99 and np.median(w) == 0.0
+    kept = weigh_residual(signal + noise, 1.0)
+    assert np.sqrt(np.mean((kept - signal) ** 2)) < 0.15            # the noise (std 1) is almost all removed
+    np.testing.assert_array_equal(weigh_residual(signal + noise, 0.0), signal + noise)
+
+
+def _noisy_case(sigma, seed=7):
+    """A head-like truth (zero background) on the output grid of a 2 mm input, its box acquisition plus noise,
+    and a result off by a smooth intensity error."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 24, 24)
+    grid = target_grid(np.diag([2.0, 2.0, 2.0, 1.0]), shape, 1.0)
+    truth = np.zeros(grid.shape, np.float32)
+    truth[8:40, 8:40, 8:40] = 200 + 200 * ndimage.gaussian_filter(rng.random((32, 32, 32)), 1.0)
+    proj = Projector(grid, shape)
+    y = proj.degrade(truth) + rng.normal(0, sigma, shape).astype(np.float32)
+    x = truth.copy()                                    # a "network" result with a smooth intensity error
+    x[8:40, 8:40, 8:40] += 30 * np.sin(np.pi * np.arange(32) / 32)[:, None, None]
+    return grid, shape, truth, proj, y, x
+
+
+def test_noise_aware_projection_stops_at_the_noise_level():
+    sigma = 8.0
+    grid, shape, truth, proj, y, x = _noisy_case(sigma)
+    scale = robust_range(y)
+    tracker = ConsistencyTracker(grid, shape, psf="box")
+    out = tracker(y, x, x)
+    s = tracker.summary()
+    assert s["noise_weighted"] and s["noise_level"] == pytest.approx(sigma / scale, rel=0.1)
+    # Discrepancy: the residual left is about the noise (the truth's own error is sigma / scale)...
+    truth_error = proj.error(truth, y)
+    assert truth_error == pytest.approx(sigma / scale, rel=0.05)
+    assert s["error_network"] > 1.5 * truth_error
+    assert 0.9 * truth_error < s["error_projected"] < 1.1 * truth_error < NOISE_FACTOR * truth_error
+    # ...so the noise is not fitted back, and the smooth error is removed: far closer to the truth than the
+    # raw result (11.5) and than the exact projection (8.0, the noise back-projected).
+    exact = proj.project(x, y)
+    assert proj.error(exact, y) < 1e-6
+    dist = {name: float(np.sqrt(np.mean((v - truth) ** 2))) for name, v in
+            (("raw", x), ("exact", exact), ("weighted", out))}
+    assert dist["raw"] == pytest.approx(11.547, rel=1e-3) and dist["exact"] == pytest.approx(8.0, rel=0.05)
+    assert dist["weighted"] < 0.4 * dist["exact"]
+    np.testing.assert_allclose(out, proj.project_above_noise(x, y, residual_noise(y - proj.degrade(x))), atol=1e-3)
+
+
+def test_noise_free_residual_gets_the_exact_projection():
+    grid, shape, truth, proj, y, x = _noisy_case(0.0)
+    tracker = ConsistencyTracker(grid, shape)                         # auto PSF, noise weighting on
+    out = tracker(y, x, x)
+    s = tracker.summary()
+    assert s["psf"] == "box" and s["noise_level"] == 0.0 and s["error_projected"] < 1e-6 < s["error_network"]
+    np.testing.assert_allclose(out, proj.project(x, y), atol=1e-3)
+    assert np.linalg.norm(out - truth) <= np.linalg.norm(x - truth)  # the truth is in the consistent set
+    # With sigma 0 the weighted step is the exact one.
+    np.testing.assert_allclose(proj.project_above_noise(x, y, 0.0), proj.project(x, y), atol=1e-4)
 
 
 def _tiny_model():
@@ -166,17 +288,24 @@ def test_upscale_volume_projects_and_reports():
     raw, _, _ = pipeline.upscale_volume(vol, **kw)
     data, affine, report = pipeline.upscale_volume(vol, consistency=True, **kw)
     c = report.consistency
-    assert c["psf"] == "box" and c["iterations"] == 1
-    assert c["error_projected"] < 1e-5 < c["error_network"] and c["error_spline"] > 1e-5
+    assert c["psf_requested"] == "auto" and c["iterations"] == 1 and c["noise_weighted"]
+    assert set(c["psf_errors"]) == set(PSFS) and c["psf_errors"][c["psf"]] == min(c["psf_errors"].values())
+    assert c["error_projected"] < c["error_network"] and c["error_spline"] > 1e-5
+    # The written result is the tracker's correction of the network's result.
     grid = target_grid(vol.affine, vol.spatial_shape, 1.0)
-    proj = Projector(grid, vol.spatial_shape)
-    np.testing.assert_allclose(data, proj.project(raw, vol.data), atol=1e-3)
+    tracker = ConsistencyTracker(grid, vol.spatial_shape)
+    np.testing.assert_allclose(data, tracker(vol.data, resample_to_grid(vol.data, grid), raw), atol=1e-3)
+    mine = tracker.summary()
+    assert mine["psf"] == c["psf"] and mine["psf_errors"] == pytest.approx(c["psf_errors"], rel=1e-4)
+    for key in ("noise_level", "error_spline", "error_network", "error_projected"):
+        assert mine[key] == pytest.approx(c[key], rel=1e-3)
     assert report.timings["consistency"] > 0 and report.to_dict()["consistency"] == c
-    # The spline method is projected too; there is no network error then.
+    # A named PSF is used as is; the spline method is projected too (no network error then).
     _, _, rep = pipeline.upscale_volume(vol, factor=2, method="spline", consistency=True, consistency_psf="gaussian")
-    assert rep.consistency["error_network"] is None and rep.consistency["psf"] == "gaussian"
-    assert rep.consistency["error_projected"] < 1e-5
-    with pytest.raises(MrisrError, match="consistency psf"):
+    r = rep.consistency
+    assert r["error_network"] is None and r["psf"] == "gaussian" and r["psf_errors"] is None
+    assert r["error_projected"] < r["error_spline"]
+    with pytest.raises(MrisrError, match="consistency psf.*valid: auto, box"):
         pipeline.upscale_volume(vol, factor=2, method="spline", consistency=True, consistency_psf="lanczos")
 
 
@@ -199,7 +328,9 @@ def test_cli_consistency_json_record_has_the_three_errors(tmp_path):
     assert result.exit_code == 0, result.output
     rec = json.loads(result.stdout.splitlines()[0])
     c = rec["consistency"]
-    assert set(c) >= {"psf", "error_spline", "error_network", "error_projected"}
-    assert c["error_projected"] < c["error_network"] and c["error_projected"] < c["error_spline"]
+    assert set(c) >= {"psf", "psf_requested", "psf_errors", "noise_weighted", "noise_level", "error_spline",
+                      "error_network", "error_projected"}
+    assert c["psf_requested"] == "auto" and c["psf"] in PSFS and c["noise_level"] >= 0
+    assert c["error_projected"] < c["error_network"]
     sidecar = json.loads((tmp_path / "t1_sr.json").read_text())
     assert sidecar["consistency"] == c and sidecar["uncertainty"] is None

@@ -78,14 +78,14 @@ def test_zero_filled_halo_would_not_match():
     assert np.abs(x + s * r - whole_volume(x, net)).max() > 1e-3 * s
 
 
-def _expected_with_background(x, net, stats, window, box):
+def _expected_with_background(x, net, stats, window, box, reference=None):
     """Whole-volume result, with the input kept in skipped tiles and outside the foreground box."""
     sub = x[window]
     core = tuple(p - 2 * stats.halo for p in stats.patch_size)
     tiles = plan_tiles(sub.shape, core, stats.halo)
     limit = engine.BACKGROUND * stats.scale
     background = [t for t in tiles if np.abs(sub[t.read]).max() < limit]
-    expected = whole_volume(x, net)
+    expected = whole_volume(x, net, reference=reference)
     exp_sub = expected[window]
     for t in background:
         exp_sub[t.core] = sub[t.core]
@@ -243,7 +243,7 @@ def test_wrong_model_is_refused():
     with pytest.raises(ModelError, match="LoadedModel"):
         enhance(volume((4, 4, 4)), object(), **FP32)
     with pytest.raises(ModelError, match="2 input channels"):
-        enhance(volume((4, 4, 4)), loaded(ReCNN(3, 4, in_channels=2)), **FP32)
+        enhance(volume((4, 4, 4)), loaded(ReCNN(3, 4, in_channels=2)), **FP32)  # a guided model without reference
 
 
 def test_threads_are_set_and_restored():
@@ -386,3 +386,78 @@ def test_conditioned_network_tiles_exactly_and_uses_the_factors(patch_size):
 def test_conditioned_network_needs_factors():
     with pytest.raises(ModelError, match="conditioned on the upsampling factors"):
         enhance(volume((8, 8, 8)), loaded(conditioned_net()), **FP32)
+
+
+# ----------------------------------------------------------------- guided (two-channel) networks
+
+
+def guided_net(seed=0, cond_dim=0) -> ReCNN:
+    torch.manual_seed(seed)
+    net = ReCNN(depth=3, width=4, in_channels=2, cond_dim=cond_dim)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv3d):
+                m.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+@pytest.mark.parametrize("patch_size", [8, 11, 64, (8, 64, 11)])
+def test_guided_network_tiles_exactly_like_a_whole_volume_pass(patch_size):
+    net = guided_net()
+    x, ref = volume((17, 13, 11)), volume((17, 13, 11), seed=5) * 7  # the reference has its own scale
+    out, stats = enhance(x, loaded(net), patch_size=patch_size, reference=ref, **FP32)
+    assert out.shape == x.shape and out.dtype == np.float32 and not stats.blended
+    np.testing.assert_allclose(out, whole_volume(x, net, reference=ref), atol=1e-5 * stats.scale, rtol=0)
+    # The reference enters divided by its own robust scale: scaling it changes nothing.
+    rescaled, _ = enhance(x, loaded(net), patch_size=patch_size, reference=ref / 7, **FP32)
+    np.testing.assert_allclose(rescaled, out, atol=1e-5 * stats.scale, rtol=0)
+    zeroed, _ = enhance(x, loaded(net), patch_size=patch_size, reference=np.zeros_like(ref), **FP32)
+    assert np.abs(zeroed - out).max() > 1e-3 * stats.scale
+
+
+def test_guided_conditioned_network_gets_both():
+    net = guided_net(cond_dim=3)
+    x, ref = volume((12, 10, 9)), volume((12, 10, 9), seed=2)
+    out, stats = enhance(x, loaded(net), patch_size=9, reference=ref, factors=(1, 1, 3), **FP32)
+    np.testing.assert_allclose(out, whole_volume(x, net, factors=(1, 1, 3), reference=ref),
+                               atol=1e-5 * stats.scale, rtol=0)
+
+
+def test_guided_background_is_decided_on_the_image_alone():
+    net = guided_net()
+    x = np.zeros((20, 18, 16), np.float32)
+    x[2:9, 3:10, 2:8] = volume((7, 7, 6))
+    ref = volume(x.shape, seed=3)  # a reference everywhere, brighter than nothing
+    out, stats = enhance(x, loaded(net), patch_size=10, reference=ref, **FP32)
+    box = (slice(2, 9), slice(3, 10), slice(2, 8))
+    window = (slice(0, 12), slice(0, 13), slice(0, 11))
+    expected, tiles, background = _expected_with_background(x, net, stats, window, box, reference=ref)
+    assert stats.n_patches == len(tiles) and stats.n_skipped == len(background)
+    np.testing.assert_allclose(out, expected, atol=1e-5 * stats.scale, rtol=0)
+    outside = np.ones(x.shape, bool)
+    outside[box] = False
+    assert np.array_equal(out[outside], x[outside])
+
+
+def test_guided_model_needs_a_reference_and_single_models_refuse_one(monkeypatch):
+    with pytest.raises(ModelError, match=r"model 'test' is guided \(2 input channels\).*--reference"):
+        enhance(volume((6, 6, 6)), loaded(guided_net()), **FP32)
+    monkeypatch.setattr("mrisr.registry.guided_model_names", lambda: ["guide-a", "guide-b"])
+    with pytest.raises(ModelError, match="model 'test' is not guided.*guided models: guide-a, guide-b"):
+        enhance(volume((6, 6, 6)), loaded(random_net()), reference=volume((6, 6, 6)), **FP32)
+    monkeypatch.setattr("mrisr.registry.guided_model_names", lambda: [])
+    with pytest.raises(ModelError, match="no guided model ships with this installation"):
+        enhance(volume((6, 6, 6)), loaded(random_net()), reference=volume((6, 6, 6)), **FP32)
+    with pytest.raises(ModelError, match="takes 3 input channels"):
+        enhance(volume((6, 6, 6)), loaded(ReCNN(3, 4, in_channels=3)), **FP32)
+
+
+@pytest.mark.parametrize("reference, match", [
+    (np.zeros((6, 6, 5), np.float32), r"reference must lie on the output grid: shape \(6, 6, 5\)"),
+    (np.zeros((6, 6, 6), np.int16), "floating-point data, got int16 for the reference"),
+    (np.full((6, 6, 6), np.nan, np.float32), "the reference holds 216 NaN"),
+    ([[1.0]], "numpy array as the reference"),
+])
+def test_bad_references_are_refused(reference, match):
+    with pytest.raises(InputError, match=match):
+        enhance(volume((6, 6, 6)), loaded(guided_net()), reference=reference, **FP32)

@@ -13,6 +13,7 @@ Examples::
     mrisr upscale data/ --spacing 1 --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     mrisr upscale scans/ --spacing 1 --jobs 4 --qc
     mrisr upscale t1_3mm.nii.gz --spacing 1 --consistency --uncertainty --json
+    mrisr upscale t2_ax_4mm.nii.gz --spacing 1 --reference t1_1mm.nii.gz --register rigid
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def upscale(
                                                   "pip install \"mrisr[qc]\").")] = False,
     consistency: Annotated[bool, typer.Option(
         "--consistency", help="Project the result onto the images whose simulated acquisition equals the input "
-                              "(exact, one step) and report the consistency errors of the spline, the network and "
-                              "the result. See docs/trust.md.")] = False,
-    consistency_psf: Annotated[Literal["box", "gaussian", "kspace", "slice"], typer.Option(
-        "--consistency-psf", help="Acquisition PSF of --consistency: box (block averaging), gaussian, kspace or "
-                                  "slice.")] = "box",
+                              "(one step; only the part of the mismatch above the input's noise) and report the "
+                              "consistency errors of the spline, the network and the result. See "
+                              "docs/trust.md.")] = False,
+    consistency_psf: Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
+        "--consistency-psf", help="Acquisition PSF of --consistency: auto (the one that best explains the input), "
+                                  "box (block averaging), gaussian, kspace or slice.")] = "auto",
     uncertainty: Annotated[bool, typer.Option(
         "--uncertainty", help="Run the network under the 8 flips of the volume, combine them (--ensemble) and "
                               "write their voxel-wise standard deviation as <output stem>_std.nii.gz (8x the "
@@ -102,6 +104,16 @@ def upscale(
         "--ensemble", help="How the 8 flips are combined: mean or median. Alone, runs the flip ensemble "
                            "without writing the std map. Default: mean with --uncertainty.",
         show_default=False)] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", metavar="PATH", show_default=False,
+        help="A finer scan of the same head (e.g. a 1 mm T1; NIfTI, MGH, NRRD, DICOM...) that guides a guided "
+             "model: resampled onto the output grid and given to the network as a second input. One input only; "
+             "without --model the shipped guided model is used. See docs/guided.md.")] = None,
+    register: Annotated[str, typer.Option(
+        "--register", metavar="none|rigid",
+        help="Align --reference to the input first: none (trust the headers: same session, no motion) or rigid "
+             "(mutual-information registration; the transform is written as <output stem>_reference_rigid.tfm "
+             "and recorded in the sidecar).")] = "none",
 ) -> None:
     """Super-resolve images to a target voxel size (exactly one of --spacing / --factor).
 
@@ -119,7 +131,8 @@ def upscale(
             method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
             allow_uneven=allow_uneven, dtype=dtype, force=force, qc=qc, consistency=consistency,
-            consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble)
+            consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
+            register=register)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
         inputs = _with_demo(list(inputs or []), demo)
@@ -164,6 +177,7 @@ def _check_settings(settings: Any) -> None:
         raise MrisrError("give the target with --spacing S [S S] (mm) or --factor F [F F]")
     if settings.spacing is not None and settings.factor is not None:
         raise MrisrError("give either --spacing or --factor, not both")
+    _check_reference_options(settings)
     settings.check()
     if settings.method == "cnn":
         from mrisr.device import resolve_device, resolve_precision
@@ -171,10 +185,29 @@ def _check_settings(settings: Any) -> None:
         resolve_precision(settings.precision, resolve_device(settings.device))
 
 
+def _check_reference_options(settings: Any) -> None:
+    """--register's value, --register without --reference, a missing reference (named as typed)."""
+    from mrisr.errors import MrisrError, look_up_option
+    from mrisr.pipeline import REGISTRATIONS
+
+    look_up_option(settings.register, REGISTRATIONS, "--register value")
+    if settings.reference is None:
+        if settings.register != "none":
+            raise MrisrError(f"--register {settings.register} aligns the reference to the input: give --reference PATH")
+        return
+    if not Path(settings.reference).exists():
+        raise MrisrError(f"--reference {settings.reference}: no such file or folder")
+    if settings.method == "spline":
+        raise MrisrError("--reference guides the network, but --method is spline (which cannot use it); drop "
+                         "--reference or use --method cnn")
+
+
 def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Path | None, suffix: str,
           shard: tuple[int, int] | None) -> tuple[list, Any]:
     from mrisr.batch import ensure_dataset_description, plan_batch, preflight, prepare_model
 
+    if settings.reference is not None:
+        _check_one_input(inputs)
     jobs = plan_batch(inputs, output=output, output_dir=output_dir, suffix=suffix, shard=shard,
                       force=settings.force)
     if not any(j.status == "pending" for j in jobs):
@@ -184,6 +217,17 @@ def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Pa
     if output_dir is not None:
         ensure_dataset_description(output_dir)
     return jobs, loaded
+
+
+def _check_one_input(inputs: list[Path]) -> None:
+    """--reference belongs to one head: refuse several inputs."""
+    from mrisr.batch import expand_inputs
+    from mrisr.errors import MrisrError
+
+    found = expand_inputs(inputs)
+    if len(found) != 1:
+        raise MrisrError(f"--reference guides one input, but {len(found)} inputs were given; run mrisr upscale "
+                         "once per input, each with the reference scan of its own head")
 
 
 def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool,
