@@ -14,7 +14,8 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
    ``patch_size``); a region that fits is one patch. Patches whose input
    (halo included) stays below ``BACKGROUND * scale`` are not run: the output
    there is the interpolated value.
-4. Batches run under autocast (bf16/fp16) or fp32; the residual is cast to
+4. Batches run in bf16/fp16 or fp32 (a ReCNN on the CPU as fused oneDNN
+   convolutions, :mod:`mrisr.inference_net`; else under autocast); the residual is cast to
    float32, multiplied by ``scale`` and added to the float32 input patch, and
    the core is written into one preallocated float32 output.
 
@@ -41,9 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import (DTYPES, autocast, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
+from .device import (DTYPES, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
                      resolve_device, resolve_precision)
 from .errors import InputError, ModelError, MrisrError
+from .inference_net import prepare as prepare_forward
 from .intensity import robust_scale
 from .model_card import LoadedModel
 from .tiling import Stitcher, Tile, batches, choose_core, plan_tiles
@@ -331,7 +333,7 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
         guide_scale: The network sees ``guide / guide_scale``.
     """
     stitcher = Stitcher(out, plan.tiles, blend=plan.blend)
-    cond = None if condition is None else condition.to(device)
+    forward = prepare_forward(network, device, precision, condition, plan.patch_shape)  # fused on the CPU
     counts = _Counters()
     total, done = len(plan.tiles), 0
     limit = None if background is None else background * scale
@@ -357,8 +359,7 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
             x = torch.from_numpy(batch).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
-            with torch.inference_mode(), autocast(device, precision):
-                residual = network(x) if cond is None else network(x, cond.expand(len(run), -1))
+            residual = forward(x)
             residual = residual.float().cpu().numpy()
             _sync(device)
             t0 = time.perf_counter()

@@ -16,6 +16,10 @@ Steps for each 3D volume (a 4D series is processed volume by volume):
    rigidly registered to the input (:mod:`mrisr.registration`), resampled
    once onto the output grid (:mod:`mrisr.reference`).
 
+A learned-upsampling model (``rrlsrn``, ``georgescu``) reverses the order: the
+network refines the input by its integer scale on the input's own grid, then
+the spline takes that onto the same contract grid (:mod:`mrisr.upsampling`).
+
 Example:
     >>> import numpy as np, nibabel as nib, mrisr
     >>> img = nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
@@ -416,6 +420,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
 
         loaded = load_model_once(model)
         check_model_channels(loaded, reference is not None)
+        _check_learned(loaded, grid, ensemble)
         _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
         _check_input(report, data)
         if reference is not None:
@@ -424,6 +429,19 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     out = _run_volumes(data, grid, report, loaded, order, antialias, progress, engine_kw,
                        consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
+
+
+def _check_learned(loaded: Any, grid: TargetGrid, ensemble: str | None) -> None:
+    """Refuse what a learned-upsampling model cannot do: factors below its scale, the flip ensemble."""
+    from .upsampling import check_factors, upsampling_scale
+
+    scale = upsampling_scale(loaded.network)
+    if scale is None:
+        return
+    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {loaded.name!r}")
+    if ensemble is not None:
+        raise MrisrError(f"model {loaded.name!r} is a learned-upsampling network; the flip ensemble "
+                         "(uncertainty, ensemble) supports interpolated-input models only")
 
 
 def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncertainty: bool,
@@ -544,28 +562,34 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
         tracker = ConsistencyTracker(grid, data.shape[:3], consistency)
     std_out = np.empty_like(out) if ensemble is not None and loaded is not None else None
     std_stats: list[dict] = []
+    learned = loaded is not None and getattr(loaded.network, "upsampling", None) is not None
     for t in range(n):
         ticker = _Ticker(progress, t, n)
         vol = data if data.ndim == 3 else data[..., t]
-        t0 = time.perf_counter()
-        result = resample_to_grid(vol, grid, order=order, antialias=antialias,
-                                  progress=lambda k: ticker.add(k * interp_share / 3))
-        report.timings["interpolate"] += time.perf_counter() - t0
-        spline = result if tracker is not None else None
-        network = None
-        if loaded is not None:
-            # The network may be conditioned on the upsampling factor per voxel axis.
-            factors = tuple(1.0 / r for r in grid.ratios)
-            kw = {**engine_kw, "factors": factors}
-            if std_out is not None:
-                result, std, summary = _enhance_ensemble(result, loaded, report, kw, ticker, 1.0 - interp_share,
-                                                         ensemble)  # type: ignore[arg-type]
-                std_stats.append(summary)
-                std_out[(...,) if data.ndim == 3 else (..., t)] = std
-                del std
-            else:
-                result = _enhance(result, loaded, report, kw, ticker, 1.0 - interp_share)
+        if learned:  # learned upsampling: the network on the input grid, then the spline (mrisr.upsampling)
+            result = _upsample(vol, grid, loaded, report, order, antialias, engine_kw, ticker)
+            spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
             network = result if tracker is not None else None
+        else:
+            t0 = time.perf_counter()
+            result = resample_to_grid(vol, grid, order=order, antialias=antialias,
+                                      progress=lambda k: ticker.add(k * interp_share / 3))
+            report.timings["interpolate"] += time.perf_counter() - t0
+            spline = result if tracker is not None else None
+            network = None
+            if loaded is not None:
+                # The network may be conditioned on the upsampling factor per voxel axis.
+                factors = tuple(1.0 / r for r in grid.ratios)
+                kw = {**engine_kw, "factors": factors}
+                if std_out is not None:
+                    result, std, summary = _enhance_ensemble(result, loaded, report, kw, ticker, 1.0 - interp_share,
+                                                             ensemble)  # type: ignore[arg-type]
+                    std_stats.append(summary)
+                    std_out[(...,) if data.ndim == 3 else (..., t)] = std
+                    del std
+                else:
+                    result = _enhance(result, loaded, report, kw, ticker, 1.0 - interp_share)
+                network = result if tracker is not None else None
         if tracker is not None:
             t0 = time.perf_counter()
             result = tracker(vol, spline, network)
@@ -583,6 +607,24 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
         if maps is not None:
             maps["std"] = std_out
     return out
+
+
+def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleReport, order: int, antialias: bool,
+              engine_kw: dict, ticker: _Ticker) -> np.ndarray:
+    """A learned-upsampling model's result on ``grid`` (:func:`mrisr.upsampling.upscale_learned`)."""
+    from .upsampling import upscale_learned
+
+    t0 = time.perf_counter()
+
+    def on_tiles(done: int, total: int) -> None:
+        if total:
+            ticker.set(0.9 * min(done / total, 1.0))
+
+    result, stats = upscale_learned(vol, grid, loaded, order=order, antialias=antialias, progress=on_tiles,
+                                    **engine_kw)
+    report.timings["network"] += time.perf_counter() - t0
+    _merge_stats(report, stats)
+    return result
 
 
 def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,

@@ -14,7 +14,7 @@ from mrisr.registry import load_model
 from mrisr.training.config import config_from_dict, load_config
 from mrisr.training.data import PatchSampler, Subject, head_mask, load_subjects, validation_cases
 from mrisr.training.export import export_model
-from mrisr.training.losses import loss_fn
+from mrisr.training.losses import loss_fn, resolve_loss
 from mrisr.training.trainer import build_network, factor_condition, same_config, train, validate
 from test_training import _blobs, folder_config  # noqa: F401  (fixture)
 
@@ -23,7 +23,7 @@ def _first_batch_loss(cfg, net: torch.nn.Module) -> float:
     x, y, f = PatchSampler(cfg, load_subjects(cfg)).batch(0)
     with torch.no_grad():
         res = net(torch.from_numpy(x), factor_condition(net, f))
-    return float(loss_fn(cfg.train.loss)(torch.from_numpy(x)[:, :1] + res, torch.from_numpy(y)))
+    return float(loss_fn(*resolve_loss(cfg))(torch.from_numpy(x)[:, :1] + res, torch.from_numpy(y)))
 
 
 def test_fine_tuning_starts_at_the_models_loss(folder_config: Path, tmp_path: Path) -> None:  # noqa: F811

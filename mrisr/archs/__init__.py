@@ -24,7 +24,9 @@ Critics for adversarial training: :mod:`mrisr.archs.critics`.
 
 Every class takes JSON-serialisable keyword arguments only, returns them from
 ``config()``, has an ``in_channels`` attribute and a ``PRESETS`` dict of
-named arguments (:func:`from_preset`).
+named arguments (:func:`from_preset`). All are trainable with ``mrisr train``
+(``[model] arch``, ``preset``, ``params``: :mod:`mrisr.training.networks`);
+learned-upsampling ones run in ``mrisr upscale`` through :mod:`mrisr.upsampling`.
 """
 
 from __future__ import annotations

@@ -72,6 +72,9 @@ def train(
                 from ..registry import load_model
 
                 start = load_model(init)
+            elif cfg.model.arch == "mdcsrn-gan" and not resume:
+                err.print("note: mdcsrn-gan starts from random weights; Chen et al. start from a trained mdcsrn "
+                          "(train and export one, then pass it with --init)", highlight=False)
             best = run_training(cfg, out, config_path=config, resume=resume, on_step=on_step,
                                 stop_after=max_steps, init=start)
     except MrisrError as e:

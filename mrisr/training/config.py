@@ -4,19 +4,26 @@ Every field has a default, so a config names only what it changes. Unknown
 sections or fields, wrong types and out-of-range values are reported by their
 dotted field name (``train.steps``) and the file, as :class:`ConfigError`.
 
+``[model]`` names a trainable architecture (:data:`TRAINABLE`), optionally
+one of its presets and a table of constructor overrides; their validity is
+checked against the architecture itself (:mod:`mrisr.training.networks`).
+
 Example:
     >>> cfg = config_from_dict({"train": {"steps": 10}})
     >>> cfg.train.steps, cfg.model.arch
     (10, 'recnn')
+    >>> config_from_dict({"model": {"arch": "mdcsrn", "preset": "b4u4", "params": {"growth": 8}}}).model.params
+    {'growth': 8}
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_type_hints
 
 from ..errors import ConfigError
 
@@ -58,15 +65,29 @@ class DegradationConfig:
     reference_noise: tuple[float, float] = (0.0, 0.02)  # Rician sigma, relative to the robust max
 
 
+#: Values of ``model.arch``: the registered architectures that train on their own, and the two
+#: adversarial training modes (``mdcsrn-gan``: an mdcsrn generator against an SRGAN critic;
+#: ``gan-circle``: the GAN-CIRCLE generator pair against two critics; only the generator is exported).
+TRAINABLE = ("recnn", "srcnn3d", "mdcsrn", "gan-cpce", "gan-circle-generator", "rrlsrn", "georgescu",
+             "mdcsrn-gan", "gan-circle")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and its size."""
+    """Architecture and its size.
+
+    ``depth``, ``width`` and ``kernel`` size a ``recnn`` without a preset;
+    every other architecture (and a ``recnn`` preset) is sized by ``preset``
+    and ``params`` (constructor arguments, overriding the preset's).
+    """
 
     arch: str = "recnn"
     depth: int = 8
     width: int = 32
     kernel: int = 3
-    condition: bool = True            # condition on log2 of the per-axis upsampling factors
+    condition: bool = True            # condition on log2 of the per-axis upsampling factors (where the arch can)
+    preset: str = ""                  # a named constructor-argument set of the architecture (e.g. "pham-10l")
+    params: dict[str, Any] = field(default_factory=dict)  # constructor overrides, e.g. { growth = 8 }
 
 
 @dataclass(frozen=True)
@@ -79,8 +100,9 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup: int = 100
-    loss: str = "l1"                  # l1 | l2 | charbonnier | l1+gdl
-    gdl_weight: float = 0.5
+    loss: str = "auto"                # auto (the architecture's own) | l1 | l2 | charbonnier | l1+gdl | charbonnier+gdl
+    gdl_weight: float = 0.5           # weight of the gradient difference term of an explicit l1+gdl / charbonnier+gdl
+    intermediate_weight: float = 1.0  # georgescu: weight of the intermediate (sub-pixel output) loss, Eq. 3's lambda
     precision: str = "bf16"           # bf16 (autocast on CPU/GPU) | fp32
     seed: int = 0
     threads: int = 2
@@ -92,6 +114,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    """Adversarial training modes only (``model.arch`` = ``mdcsrn-gan`` or ``gan-circle``).
+
+    Unset schedule fields take the paper's value for the mode (see
+    :func:`mrisr.training.gan_trainer.gan_schedule`).
+    """
+
+    n_critic: int = 5                 # critic updates per generator update (both papers)
+    critic_warmup: int | None = None  # critic-only updates before the first generator update (Chen: 10000)
+    extra_critic_every: int | None = None  # every this many generator updates... (Chen: 500)
+    extra_critic_steps: int | None = None  # ...this many extra critic updates (Chen: 200)
+    adv_weight: float | None = None   # weight of the adversarial term (Chen: 0.1; GAN-CIRCLE: 1)
+    gp_weight: float = 10.0           # WGAN-GP penalty weight
+    critic_lr: float = 1e-4
+    critic_width: int = 64            # filters of the critics' first layers
+    critic_flatten: bool = False      # flatten the last feature maps as the papers (fixed patch) instead of pooling
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole training configuration."""
 
@@ -99,6 +140,7 @@ class Config:
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     base_dir: str = "."
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,14 +153,20 @@ class Config:
 _CHOICES = {
     "data.source": ("icbm152", "folder"),
     "data.reference": ("", "t1"),
-    "model.arch": ("recnn",),
-    "train.loss": ("l1", "l2", "charbonnier", "l1+gdl"),
+    "model.arch": TRAINABLE,
+    "train.loss": ("auto", "l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl"),
     "train.precision": ("bf16", "fp32"),
 }
 
 
 def _coerce(value: Any, typ: Any, name: str) -> Any:
     origin = getattr(typ, "__origin__", None)
+    if origin is Union or isinstance(typ, types.UnionType):  # X | None: unset (None, from to_dict) or an X
+        return None if value is None else _coerce(value, next(a for a in typ.__args__ if a is not type(None)), name)
+    if origin is dict and typ.__args__[1] is Any:  # a free table (model.params)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a table, got {value!r}")
+        return dict(value)
     if typ is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: expected true/false, got {value!r}")
@@ -200,17 +248,32 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"degradation.reference_shift: must be >= 0, got {cfg.degradation.reference_shift}")
     if cfg.degradation.iso_factor[0] < 1 or cfg.degradation.thick_factor[0] < 1 or cfg.degradation.kspace_factor[0] < 1:
         raise ConfigError("degradation.*_factor: factors must be >= 1")
+    g = cfg.gan
+    for name, v in {"gan.n_critic": g.n_critic, "gan.critic_lr": g.critic_lr,
+                    "gan.critic_width": g.critic_width}.items():
+        if v <= 0:
+            raise ConfigError(f"{name}: must be > 0, got {v}")
+    for name in ("critic_warmup", "extra_critic_every", "extra_critic_steps", "adv_weight"):
+        v = getattr(g, name)
+        if v is not None and v < 0:
+            raise ConfigError(f"gan.{name}: must be >= 0, got {v}")
+    if t.intermediate_weight < 0 or t.gdl_weight < 0:
+        raise ConfigError("train.intermediate_weight, train.gdl_weight: must be >= 0")
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: str = ".") -> Config:
     """Build a validated :class:`Config` from a parsed TOML dict."""
-    sections = {"data": DataConfig, "degradation": DegradationConfig, "model": ModelConfig, "train": TrainConfig}
+    sections = {"data": DataConfig, "degradation": DegradationConfig, "model": ModelConfig, "train": TrainConfig,
+                "gan": GanConfig}
     unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(f"[{unknown[0]}]: unknown section; valid sections: {', '.join(sections)}")
     parts = {name: _section(cls, raw.get(name, {}), name) for name, cls in sections.items()}
     cfg = Config(**parts, base_dir=base_dir)
     _check_ranges(cfg)
+    from .networks import check_model  # imports torch: the architecture checks its own arguments
+
+    check_model(cfg)
     return cfg
 
 

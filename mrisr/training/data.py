@@ -10,6 +10,10 @@ the crop is the network input; the (corrupted) HR crop is the target.
 The held-out slab (the last ``holdout_fraction`` of ``holdout_axis``: the top
 of the head for the template) is never touched by a training crop, margins
 included.
+
+Learned-upsampling networks get (LR patch, HR patch) pairs at their integer
+scale instead, with no spline (``PatchSampler(..., scale=...)``; the rules
+are in :mod:`mrisr.training.lr_pairs`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ..intensity import robust_scale
 from ..resample import resample_to_grid
 from . import icbm152
 from .config import Config, DegradationConfig, config_from_dict
+from .lr_pairs import (centre_pair, crop_to_scale, degrade_to_lr, fixed_scale, hr_grid_of_lr, pair_margin,
+                       scale_preserving_permutation)
 from .synth import synthesize
 
 
@@ -193,9 +199,10 @@ class PatchSampler:
         >>> # sampler = PatchSampler(cfg, load_subjects(cfg)); x, y = sampler.batch(step=0)
     """
 
-    def __init__(self, cfg: Config, subjects: list[Subject]) -> None:
+    def __init__(self, cfg: Config, subjects: list[Subject], scale: tuple[int, int, int] | None = None) -> None:
         self.cfg = cfg
         self.subjects = subjects
+        self.scale = scale  # learned-upsampling networks: (LR, HR) pairs at this scale (lr_pairs)
 
     def _crop_origin(self, subj: Subject, size: int, rng: np.random.Generator) -> tuple[int, int, int] | None:
         shape = subj.image.shape
@@ -247,22 +254,32 @@ class PatchSampler:
             ref = add_rician_noise(ref, noise, rng)
         return ref.astype(np.float32)
 
-    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One (input, target, per-axis factors) triple: input (C, P, P, P) with
-        C = 2 for guided models (interpolated image, HR reference), target (P, P, P)."""
-        d, p = self.cfg.degradation, self.cfg.train.patch
-        acq = sample_acquisition(d, rng)
-        margin = int(math.ceil(3 * max(acq.factors))) + 4
-        size = p + 2 * margin
+    def _truth(self, size: int, rng: np.random.Generator) -> tuple[Subject, tuple[int, int, int], np.ndarray]:
+        """A random HR crop of ``size``^3, re-contrasted, bias-corrupted and intensity-jittered."""
+        d = self.cfg.degradation
         subj = self.subjects[int(rng.integers(len(self.subjects)))]
         origin = self._crop_origin(subj, size, rng)
         if origin is None:
-            raise ConfigError(f"train.patch: {p} plus margins ({size}) does not fit in the training region of {subj.name}")
+            p = self.cfg.train.patch
+            raise ConfigError(f"train.patch: {p} plus margins ({size}) does not fit in the training region of "
+                              f"{subj.name}")
         hr = self._hr_crop(subj, origin, size, rng)
         if rng.random() < d.bias_probability:
             hr = hr * bias_field(hr.shape, origin, subj.image.shape, d.bias_strength, rng)
         hr = np.clip(hr, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
-        hr = hr.astype(np.float32)
+        return subj, origin, hr.astype(np.float32)
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One (input, target, per-axis factors) triple: input (C, P, P, P) with
+        C = 2 for guided models (interpolated image, HR reference), target (P, P, P).
+        With a ``scale``: input (1, P/sx, P/sy, P/sz), the LR patch (:meth:`lr_example`)."""
+        if self.scale is not None:
+            return self.lr_example(rng)
+        d, p = self.cfg.degradation, self.cfg.train.patch
+        acq = sample_acquisition(d, rng)
+        margin = int(math.ceil(3 * max(acq.factors))) + 4
+        size = p + 2 * margin
+        subj, origin, hr = self._truth(size, rng)
         channels = [simulate(hr, acq, rng)]
         if self.cfg.data.reference:
             channels.append(self._reference_crop(subj, origin, size, rng))
@@ -277,6 +294,23 @@ class PatchSampler:
                 if rng.random() < 0.5:
                     x, y = np.flip(x, ax + 1), np.flip(y, ax)
         return np.ascontiguousarray(x), np.ascontiguousarray(y), factors
+
+    def lr_example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One (LR patch (1, P/sx, P/sy, P/sz), HR patch (P, P, P), scale) triple (see :mod:`.lr_pairs`)."""
+        d, p, scale = self.cfg.degradation, self.cfg.train.patch, self.scale
+        acq = fixed_scale(sample_acquisition(d, rng), scale)
+        margin = pair_margin(scale)
+        _, _, hr = self._truth(p + 2 * margin, rng)
+        x, y = centre_pair(hr, degrade_to_lr(hr, acq, rng), margin, p, scale)
+        x = x[None]
+        if d.permute:
+            perm = scale_preserving_permutation(scale, rng)
+            x, y = x.transpose((0, *(a + 1 for a in perm))), y.transpose(perm)
+        if d.flips:
+            for ax in range(3):
+                if rng.random() < 0.5:
+                    x, y = np.flip(x, ax + 1), np.flip(y, ax)
+        return np.ascontiguousarray(x), np.ascontiguousarray(y), np.asarray(scale, dtype=np.float32)
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The batch of training step ``step``: inputs (B, C, P, P, P), targets (B, 1, P, P, P), factors (B, 3)."""
@@ -318,6 +352,7 @@ class ValidationCase:
     target: np.ndarray
     mask: np.ndarray
     reference: np.ndarray | None = None  # guided models: the clean HR T1 of the slab
+    lr: np.ndarray | None = None         # learned-upsampling networks: the LR volume (``inp`` is its spline)
 
 
 def holdout_slab(subj: Subject, cfg: Config) -> tuple[slice, ...]:
@@ -327,18 +362,51 @@ def holdout_slab(subj: Subject, cfg: Config) -> tuple[slice, ...]:
     return tuple(sl)
 
 
+def scaled_cases(names: list[str], scale: tuple[int, int, int]) -> dict[str, Acquisition]:
+    """The named acquisitions with their factors set to a learned-upsampling network's ``scale``
+    (PSF, FWHM and noise kept; duplicates dropped), named ``<scale>-<psf>[-noise]``.
+
+    Example:
+        >>> list(scaled_cases(["iso2-box", "iso3-box", "thick4-slice-noise"], (1, 1, 2)))
+        ['1x1x2-box', '1x1x2-slice-noise']
+    """
+    out: dict[str, Acquisition] = {}
+    for name in names:
+        acq = fixed_scale(VALIDATION_CASES[name], scale)
+        label = "x".join(str(s) for s in scale) + f"-{acq.psf}" + ("-noise" if acq.noise else "")
+        if acq not in out.values():
+            out[label if label not in out else f"{label}-{name}"] = acq
+    return out
+
+
+def _lr_case(name: str, contrast: str, acq: Acquisition, hr: np.ndarray, mask: np.ndarray,
+             scale: tuple[int, int, int]) -> ValidationCase:
+    """A learned-upsampling case: the slab cropped to whole LR voxels, its LR volume and that volume's spline."""
+    hr, mask = crop_to_scale(hr, scale), crop_to_scale(mask, scale)
+    lr = degrade_to_lr(hr, acq, np.random.default_rng(1234))
+    inp = resample_to_grid(lr, hr_grid_of_lr(lr.shape, scale), order=3)  # what upscale's spline gives
+    return ValidationCase(name, contrast, acq, inp, hr, mask, lr=lr)
+
+
 def validation_cases(cfg: Config, subjects: list[Subject], names: list[str],
-                     contrasts: tuple[str, ...] | None = None) -> list[ValidationCase]:
+                     contrasts: tuple[str, ...] | None = None,
+                     scale: tuple[int, int, int] | None = None) -> list[ValidationCase]:
     """Build the named validation cases on the held-out slab of the first subject.
 
     Contrasts default to the named ones the model trains on (T1, T2, FLAIR, PD:
     see :func:`training_contrasts`); guided models (``data.reference``) get the
-    slab's T1 as the reference.
+    slab's T1 as the reference. With a learned-upsampling network's
+    ``scale``, each case is acquired at that scale instead
+    (:func:`scaled_cases`) and carries its LR volume.
     """
     subj = subjects[0]
     sl = holdout_slab(subj, cfg)
     if contrasts is None:
         contrasts = training_contrasts(cfg)
+    for name in names:
+        if name not in VALIDATION_CASES:
+            raise ConfigError(f"train.validation_cases: unknown case {name!r}; valid: {', '.join(VALIDATION_CASES)}")
+    acquisitions = {n: VALIDATION_CASES[n] for n in names} if scale is None else scaled_cases(names, scale)
     ref = subj.image[sl].astype(np.float32) if cfg.data.reference else None
     out = []
     for contrast in contrasts:
@@ -348,10 +416,10 @@ def validation_cases(cfg: Config, subjects: list[Subject], names: list[str],
             whole = synthesize(subj.image, subj.gm, subj.wm, contrast, None)
             hr = (whole / robust_scale(whole))[sl].astype(np.float32)
         mask = subj.head[sl]
-        for name in names:
-            if name not in VALIDATION_CASES:
-                raise ConfigError(f"train.validation_cases: unknown case {name!r}; valid: {', '.join(VALIDATION_CASES)}")
-            acq = VALIDATION_CASES[name]
+        for name, acq in acquisitions.items():
+            if scale is not None:
+                out.append(_lr_case(name, contrast, acq, hr, mask, scale))
+                continue
             inp = simulate(hr, acq, np.random.default_rng(1234))
             out.append(ValidationCase(name, contrast, acq, inp, hr, mask, ref))
     return out

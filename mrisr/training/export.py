@@ -1,7 +1,8 @@
 """Validation report and export of a trained network as a shipped model.
 
 The report runs the network through exactly the inference path of ``mrisr
-upscale`` (:func:`mrisr.engine.enhance`: normalisation, tiling, background
+upscale`` (:func:`mrisr.engine.enhance`, or :func:`mrisr.upsampling.upscale_learned` for
+learned-upsampling networks: normalisation, tiling, background
 skipping, precision) on the held-out slab, for every named acquisition and
 several synthetic contrasts, and compares it with the plain cubic spline in
 PSNR and SSIM over the head mask.
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 
 from ..metrics import psnr, ssim
-from ..model_card import LoadedModel, ModelCard, example_card, save_model
+from ..model_card import LoadedModel, ModelCard, architecture_name, example_card, save_model
+from ..upsampling import upsampling_scale
 from . import icbm152
 from .config import Config
-from .data import GUIDED_CONTRASTS, VALIDATION_CASES, load_subjects, validation_cases
+from .data import GUIDED_CONTRASTS, VALIDATION_CASES, ValidationCase, load_subjects, validation_cases
+from .lr_pairs import hr_grid_of_lr
 from .trainer import build_network
 
 #: Which end of each voxel axis the hold-out takes, for a RAS-oriented volume.
@@ -30,9 +33,24 @@ REPORT_CONTRASTS = ("t1", "t2", "flair", "pd")
 
 
 def _as_loaded(network: torch.nn.Module, name: str = "candidate") -> LoadedModel:
-    card = example_card(name=name, architecture={"name": "recnn", "params": network.config()},
+    card = example_card(name=name, architecture={"name": architecture_name(network), "params": network.config()},
                         receptive_radius=network.receptive_radius)
     return LoadedModel(name, card, network.eval(), "0" * 64, Path("."))
+
+
+def _run_case(case: ValidationCase, model: LoadedModel, precision: str) -> tuple[np.ndarray, str]:
+    """The model's output for a case on the HR grid, through the code ``upscale`` runs; and its precision."""
+    from ..engine import enhance
+    from ..upsampling import upscale_learned
+
+    if case.lr is not None:  # learned upsampling: network on the LR grid, then the spline (identity here)
+        grid = hr_grid_of_lr(case.lr.shape, upsampling_scale(model.network))
+        sr, stats = upscale_learned(case.lr, grid, model, device="cpu", precision=precision)
+        return sr, stats.precision
+    guide = {} if case.reference is None else {"reference": case.reference}
+    sr, stats = enhance(case.inp, model, device="cpu", precision=precision, factors=case.acquisition.factors,
+                        **guide)
+    return sr, stats.precision
 
 
 def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | None = None,
@@ -41,30 +59,31 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
     """One row per (contrast, acquisition): spline and network PSNR/SSIM and gains.
 
     Contrasts default to T1, T2, FLAIR and PD (T2, FLAIR and PD with the T1 as
-    the reference for guided models). ``baseline`` (for guided models: the
+    the reference for guided models). A learned-upsampling network is
+    validated at its own scale (:func:`mrisr.training.data.scaled_cases`),
+    through :func:`mrisr.upsampling.upscale_learned`. ``baseline`` (for guided models: the
     single-input default) adds its PSNR on the same inputs, without the reference.
     """
     from ..engine import enhance
 
     subjects = load_subjects(cfg)
+    scale = upsampling_scale(network)
     if contrasts is None:
         contrasts = GUIDED_CONTRASTS if cfg.data.reference else REPORT_CONTRASTS
     if subjects[0].gm is None:
         contrasts = ("t1",)  # no tissue maps: only the volumes' own contrast
     rows = []
     model = _as_loaded(network)
-    for case in validation_cases(cfg, subjects, names or list(VALIDATION_CASES), contrasts):
+    for case in validation_cases(cfg, subjects, names or list(VALIDATION_CASES), contrasts, scale=scale):
         t0 = time.perf_counter()
-        guide = {} if case.reference is None else {"reference": case.reference}
-        sr, stats = enhance(case.inp, model, device="cpu", precision=precision, factors=case.acquisition.factors,
-                            **guide)
+        sr, used = _run_case(case, model, precision)
         seconds = time.perf_counter() - t0
         row = {"contrast": case.contrast, "case": case.name, "acquisition": case.acquisition.describe(),
                "psnr_spline": psnr(case.inp, case.target, mask=case.mask),
                "psnr_model": psnr(sr, case.target, mask=case.mask),
                "ssim_spline": ssim(case.inp, case.target, mask=case.mask),
                "ssim_model": ssim(sr, case.target, mask=case.mask),
-               "precision": stats.precision, "seconds": round(seconds, 2)}
+               "precision": used, "seconds": round(seconds, 2)}
         row["psnr_gain"] = row["psnr_model"] - row["psnr_spline"]
         row["ssim_gain"] = row["ssim_model"] - row["ssim_spline"]
         if baseline is not None:
@@ -106,7 +125,10 @@ def read_init(run_dir: Path) -> dict | None:
 
 def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path, description: str,
                  default: bool = False, version: str = "1.0.0", log=print) -> ModelCard:
-    """Validate ``weights`` on the held-out slab and write ``folder`` (weights + card + report)."""
+    """Validate ``weights`` on the held-out slab and write ``folder`` (weights + card + report).
+
+    For a GAN mode ``weights`` (``best.pt``) hold the generator alone, which is what is exported.
+    """
     network = build_network(cfg)
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     network.eval()
@@ -146,6 +168,17 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
                 "Rician noise where named), spline-interpolated back to 1 mm, network run through "
                 "mrisr.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
                 "SSIM (3D Gaussian window, sigma 1.5) over the automatic head mask")
+    scale = upsampling_scale(network)
+    if scale is not None:  # trained at one scale; upscale adds the spline for larger factors
+        training["input_spacing_mm"] = training["factor"] = [float(min(scale)), float(max(scale))]
+        training["upsampling"] = (f"learned, integer scale {list(scale)} per voxel axis: trained on LR/HR pairs "
+                                  "acquired at exactly that scale (PSF and noise sampled as listed); larger "
+                                  "factors add a spline step after the network")
+        protocol = ("held-out slab of the template cropped to whole LR voxels, degraded at the network's scale "
+                    "with each named acquisition's PSF and noise (mrisr degrade operators); network run by "
+                    "mrisr.upsampling.upscale_learned on the CPU (the code of mrisr upscale) against the cubic "
+                    "spline of the same LR volume, both on the 1 mm grid; PSNR (peak = 99.5th percentile of the "
+                    "reference) and SSIM (3D Gaussian window, sigma 1.5) over the automatic head mask")
     if cfg.data.reference:
         training["reference"] = ("second input channel: a 1 mm T1-weighted scan of the same head on the output "
                                  "grid (trained with the template T1, independently biased, misregistered by up "

@@ -1,8 +1,14 @@
-"""Training losses: L1 (default), L2, Charbonnier, and gradient difference.
+"""Training losses: L1, L2, Charbonnier, and gradient difference.
 
 Song et al. (RRLSRN) train with Charbonnier plus a gradient difference loss
 (GDL) that penalises differences between the finite-difference gradients of
-the prediction and the target, which keeps edges sharp.
+the prediction and the target, which keeps edges sharp (their Eq. 5-6, with
+weight 1). Our GDL is the mean absolute difference of the signed forward
+differences along the three axes (Song et al. square the difference of their
+absolute values, in 2D); ``charbonnier+gdl`` is their combination.
+
+``train.loss = "auto"`` picks the loss of the architecture's paper
+(:data:`mrisr.training.networks.TRAINABLES`, :func:`resolve_loss`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import torch
 
 from ..errors import look_up_option
 
-LOSSES = ("l1", "l2", "charbonnier", "l1+gdl")
+LOSSES = ("l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl")
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -42,4 +48,28 @@ def loss_fn(name: str, gdl_weight: float = 0.5):
         return lambda p, t: ((p - t) ** 2).mean()
     if name == "charbonnier":
         return charbonnier
+    if name == "charbonnier+gdl":
+        return lambda p, t: charbonnier(p, t) + gdl_weight * gradient_difference(p, t)
     return lambda p, t: (p - t).abs().mean() + gdl_weight * gradient_difference(p, t)
+
+
+def resolve_loss(cfg) -> tuple[str, float]:
+    """``(loss name, gradient-difference weight)`` a configuration trains with.
+
+    ``train.loss = "auto"`` gives the architecture's paper loss with the
+    paper's weight; an explicit name uses ``train.gdl_weight``. GAN modes
+    return ``("l1", 0)``: the content term of their own losses.
+
+    Example:
+        >>> from mrisr.training.config import config_from_dict
+        >>> resolve_loss(config_from_dict({"model": {"arch": "rrlsrn"}}))
+        ('charbonnier+gdl', 1.0)
+        >>> resolve_loss(config_from_dict({"train": {"loss": "l2"}}))
+        ('l2', 0.5)
+    """
+    from .networks import TRAINABLES
+
+    if cfg.train.loss != "auto":
+        return cfg.train.loss, cfg.train.gdl_weight
+    spec = TRAINABLES[cfg.model.arch]
+    return spec.loss or "l1", spec.paper_weight

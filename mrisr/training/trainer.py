@@ -5,6 +5,11 @@ A run folder holds ``config.toml`` (the exact configuration), ``checkpoint.pt``
 ``best.pt`` (weights of the best validation so far), and ``log.jsonl`` (one
 record per logged step and per validation). Resuming from a checkpoint
 continues bit-for-bit: each step's batch depends only on (seed, step).
+
+The network is the one ``[model]`` describes (:mod:`mrisr.training.networks`):
+interpolated-input networks learn the residual over the spline, learned-upsampling
+ones map LR patches to HR patches (:func:`network_loss`); the GAN modes are
+trained by :mod:`mrisr.training.gan_trainer`.
 """
 
 from __future__ import annotations
@@ -21,45 +26,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..archs.recnn import ReCNN
 from ..errors import ConfigError
 from ..metrics import psnr
-from ..model_card import LoadedModel
+from ..model_card import LoadedModel, architecture_name
 from .config import Config
 from .data import PatchSampler, ValidationCase, load_subjects, validation_cases
-from .losses import loss_fn
+from .losses import loss_fn, resolve_loss
+from ..upsampling import upsampling_scale
+from .networks import build_network, trainable
 
-
-def build_network(cfg: Config) -> ReCNN:
-    """The architecture named by ``cfg.model`` (MSRA-initialised)."""
-    m = cfg.model
-    if m.arch != "recnn":
-        raise ConfigError(f"model.arch: {m.arch!r} is not trainable yet; valid: recnn")
-    return ReCNN(depth=m.depth, width=m.width, kernel=m.kernel, in_channels=2 if cfg.data.reference else 1,
-                 cond_dim=3 if m.condition else 0)
+__all__ = ["build_network", "init_from", "train", "validate"]
 
 
 def init_from(net: torch.nn.Module, model: LoadedModel) -> None:
     """Start ``net`` from a trained model's weights (fine-tuning).
 
     Raises:
-        ConfigError: naming each ``model.*`` field where the configuration's
-            architecture differs from the model's card.
+        ConfigError: when the model's architecture is another one, or naming
+            each constructor argument where the configuration's network differs
+            from the model's card.
     """
-    if not isinstance(model.network, ReCNN):
-        raise ConfigError(f"--init: model {model.name!r} is a {model.card.architecture['name']!r} network; "
-                          "model.arch here is 'recnn'")
-    ours = net.config()
-    theirs = model.network.config()
-    diffs = [f"{k} {ours.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(ours) | set(theirs))
-             if ours.get(k) != theirs.get(k)]
+    ours, theirs = architecture_name(net), model.card.architecture["name"]
+    if ours != theirs:
+        raise ConfigError(f"--init: model {model.name!r} is a {theirs!r} network; the config's [model] builds "
+                          f"a {ours!r} network")
+    mine, other = net.config(), model.network.config()
+    diffs = [f"{k} {mine.get(k)!r} vs {other.get(k)!r}" for k in sorted(set(mine) | set(other))
+             if mine.get(k) != other.get(k)]
     if diffs:
         raise ConfigError(f"--init: the config's [model] does not match model {model.name!r} "
                           f"(config vs model: {'; '.join(diffs)}); copy the model's train.toml [model] section")
     net.load_state_dict(model.network.state_dict())
 
 
-def factor_condition(net: ReCNN, factors: np.ndarray) -> torch.Tensor | None:
+def factor_condition(net: torch.nn.Module, factors: np.ndarray) -> torch.Tensor | None:
     """Condition tensor (B, 3) for per-sample factors (B, 3), or None if unconditioned."""
     if not net.cond_dim:
         return None
@@ -75,30 +75,64 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def _autocast(precision: str):
+def autocast(precision: str):
+    """bf16 autocast on the CPU when ``precision`` is ``bf16`` (a no-op context otherwise)."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def predict_volume(net: ReCNN, inp: np.ndarray, factors, precision: str = "bf16",
+def predict_volume(net: torch.nn.Module, inp: np.ndarray, factors, precision: str = "bf16",
                    reference: np.ndarray | None = None) -> np.ndarray:
     """Whole-volume residual prediction added to the input (no tiling; validation only)."""
     x = np.stack([inp] if reference is None else [inp, reference])[None]
-    with torch.inference_mode(), _autocast(precision):
+    with torch.inference_mode(), autocast(precision):
         res = net(torch.from_numpy(x), factor_condition(net, np.asarray([factors])))
     return inp + res.float()[0, 0].numpy()
 
 
+def predict_upsampled(net: torch.nn.Module, lr: np.ndarray, precision: str = "bf16") -> np.ndarray:
+    """Whole-volume output of a learned-upsampling network for an LR volume (validation only)."""
+    with torch.inference_mode(), autocast(precision):
+        out = net(torch.from_numpy(np.ascontiguousarray(lr, np.float32))[None, None])
+    return out.float()[0, 0].numpy()
+
+
 def validate(net: torch.nn.Module, cases: list[ValidationCase], precision: str) -> dict[str, dict[str, float]]:
-    """PSNR of spline and network per case, and the gain."""
+    """PSNR of spline and network per case, and the gain (on the HR grid; for a learned-upsampling
+    network the spline is that of the same LR volume)."""
     net.eval()
     out = {}
     for c in cases:
-        sr = predict_volume(net, c.inp, c.acquisition.factors, precision, c.reference)
+        if c.lr is not None:
+            sr = predict_upsampled(net, c.lr, precision)
+        else:
+            sr = predict_volume(net, c.inp, c.acquisition.factors, precision, c.reference)
         p_spline = psnr(c.inp, c.target, mask=c.mask)
         p_net = psnr(sr, c.target, mask=c.mask)
         out[f"{c.contrast}:{c.name}"] = {"spline": p_spline, "net": p_net, "gain": p_net - p_spline}
     net.train()
     return out
+
+
+def network_loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, factors: np.ndarray, criterion,
+                 precision: str, intermediate_weight: float = 1.0) -> torch.Tensor:
+    """The training loss of one batch.
+
+    Interpolated-input networks: ``criterion(x + residual, y)``. Learned-upsampling
+    ones: ``criterion(net(x), y)``, plus ``intermediate_weight * criterion(intermediate, y)``
+    for networks with ``forward_with_intermediate`` (Georgescu et al., Eq. 3: the
+    intermediate image is on the output grid, compared with the same target).
+    """
+    if upsampling_scale(net) is None:
+        with autocast(precision):
+            res = net(x, factor_condition(net, factors))
+        return criterion(x[:, :1] + res.float(), y)
+    if hasattr(net, "forward_with_intermediate"):
+        with autocast(precision):
+            mid, out = net.forward_with_intermediate(x)
+        return criterion(out.float(), y) + intermediate_weight * criterion(mid.float(), y)
+    with autocast(precision):
+        out = net(x)
+    return criterion(out.float(), y)
 
 
 @dataclass
@@ -109,32 +143,94 @@ class RunState:
     best_gain: float
 
 
+def _resolved(d: dict) -> dict:
+    """A config dict with ``train.loss = "auto"`` replaced by the architecture's loss (the same training)."""
+    from .networks import TRAINABLES
+
+    train = d.get("train", {})
+    if train.get("loss") == "auto":
+        spec = TRAINABLES.get(d.get("model", {}).get("arch", "recnn"))
+        d = {**d, "train": {**train, "loss": spec.loss if spec is not None and spec.loss else "auto"}}
+    return d
+
+
 def same_config(saved: dict, cfg: Config) -> bool:
     """Whether a checkpoint's configuration equals ``cfg``; fields added to mrisr
-    since the checkpoint was written count as their defaults."""
+    since the checkpoint was written count as their defaults, and ``train.loss``
+    ``auto`` equals the loss it stands for (``l1`` for ``recnn``, the old default)."""
     filled = Config().to_dict()
     for section, values in saved.items():
         filled.setdefault(section, {}).update(values)
-    return filled == cfg.to_dict()
+    return _resolved(filled) == _resolved(cfg.to_dict())
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: RunState, cfg: Config) -> None:
     """Write model, optimiser and step atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": state.step,
-                "best_gain": state.best_gain, "config": cfg.to_dict()}, tmp)
-    os.replace(tmp, path)
+    atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": state.step,
+                 "best_gain": state.best_gain, "config": cfg.to_dict()}, path)
 
 
-def _log(run_dir: Path, record: dict) -> None:
+def log_record(run_dir: Path, record: dict) -> None:
+    """Append one JSON record to ``run_dir/log.jsonl``."""
     with open(run_dir / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def open_run(cfg: Config, run_dir: Path, config_path: Path | None, resume: bool, init: LoadedModel | None,
+             start: Callable[[LoadedModel], None]) -> dict | None:
+    """Prepare ``run_dir``: on resume, the checkpoint (its configuration checked); else copy the
+    configuration, start from ``init`` (``start(init)``, recorded in ``init.json``) and return None.
+
+    Raises:
+        ConfigError: no checkpoint to resume, or one made with another configuration.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "checkpoint.pt"
+    if resume:
+        if not ckpt.is_file():
+            raise ConfigError(f"--resume: no checkpoint in {run_dir}")
+        saved = torch.load(ckpt, weights_only=True)
+        if not same_config(saved["config"], cfg):
+            raise ConfigError(f"--resume: {ckpt} was made with a different configuration")
+        return saved
+    if config_path is not None:
+        shutil.copyfile(config_path, run_dir / "config.toml")
+    if init is not None:
+        start(init)
+        (run_dir / "init.json").write_text(json.dumps({"model": init.name, "sha256": init.sha256,
+                                                       "version": init.card.version}) + "\n")
+    else:
+        (run_dir / "init.json").unlink(missing_ok=True)
+    return None
+
+
+def validation_point(run_dir: Path, net: torch.nn.Module, cases: list[ValidationCase], cfg: Config,
+                     state: RunState, elapsed: float) -> float:
+    """Validate ``net``, log the table, keep its weights as ``best.pt`` if the mean gain is the best;
+    returns the mean gain."""
+    table = validate(net, cases, cfg.train.precision)
+    gain = float(np.mean([v["gain"] for v in table.values()]))
+    log_record(run_dir, {"step": state.step, "validation": table, "mean_gain": gain, "time": elapsed})
+    if gain > state.best_gain:
+        state.best_gain = gain
+        atomic_save(net.state_dict(), run_dir / "best.pt")
+    return gain
 
 
 def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: bool = False,
           on_step: Callable[[int, float, float | None], None] | None = None,
           stop_after: int | None = None, init: LoadedModel | None = None) -> Path:
     """Train per ``cfg`` into ``run_dir``; returns the path of the best weights.
+
+    GAN modes (``model.arch`` ``mdcsrn-gan``, ``gan-circle``) are trained by
+    :func:`mrisr.training.gan_trainer.train_gan`, with the same arguments.
 
     Args:
         cfg: Validated configuration.
@@ -147,35 +243,26 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
             of a random initialisation; recorded in ``run_dir/init.json``.
             Ignored on resume (the checkpoint holds the weights).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if trainable(cfg).mode == "gan":
+        from .gan_trainer import train_gan
+
+        return train_gan(cfg, run_dir, config_path, resume, on_step, stop_after, init)
     torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     net = build_network(cfg).to(memory_format=torch.channels_last_3d)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999))
     state = RunState(step=0, best_gain=-math.inf)
     ckpt = run_dir / "checkpoint.pt"
-    if resume:
-        if not ckpt.is_file():
-            raise ConfigError(f"--resume: no checkpoint in {run_dir}")
-        saved = torch.load(ckpt, weights_only=True)
-        if not same_config(saved["config"], cfg):
-            raise ConfigError(f"--resume: {ckpt} was made with a different configuration")
+    saved = open_run(cfg, run_dir, config_path, resume, init, lambda model: init_from(net, model))
+    if saved is not None:
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = RunState(step=int(saved["step"]), best_gain=float(saved["best_gain"]))
-    else:
-        if config_path is not None:
-            shutil.copyfile(config_path, run_dir / "config.toml")
-        if init is not None:
-            init_from(net, init)
-            (run_dir / "init.json").write_text(json.dumps({"model": init.name, "sha256": init.sha256,
-                                                           "version": init.card.version}) + "\n")
-        else:
-            (run_dir / "init.json").unlink(missing_ok=True)
     subjects = load_subjects(cfg)
-    sampler = PatchSampler(cfg, subjects)
-    cases = validation_cases(cfg, subjects, cfg.train.validation_cases)
-    criterion = loss_fn(cfg.train.loss, cfg.train.gdl_weight)
+    scale = upsampling_scale(net)
+    sampler = PatchSampler(cfg, subjects, scale=scale)
+    cases = validation_cases(cfg, subjects, cfg.train.validation_cases, scale=scale)
+    criterion = loss_fn(*resolve_loss(cfg))
     net.train()
     end = cfg.train.steps if stop_after is None else min(cfg.train.steps, state.step + stop_after)
     t0 = time.time()
@@ -185,9 +272,7 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
         xt = xt.contiguous(memory_format=torch.channels_last_3d)
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, cfg)
-        with _autocast(cfg.train.precision):
-            res = net(xt, factor_condition(net, f))
-        loss = criterion(xt[:, :1] + res.float(), yt)
+        loss = network_loss(net, xt, yt, f, criterion, cfg.train.precision, cfg.train.intermediate_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
@@ -196,16 +281,10 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
         state.step += 1
         gain = None
         if state.step % cfg.train.validate_every == 0 or state.step == cfg.train.steps:
-            table = validate(net, cases, cfg.train.precision)
-            gain = float(np.mean([v["gain"] for v in table.values()]))
-            _log(run_dir, {"step": state.step, "validation": table, "mean_gain": gain, "time": time.time() - t0})
-            if gain > state.best_gain:
-                state.best_gain = gain
-                torch.save(net.state_dict(), run_dir / ".best.pt.tmp")
-                os.replace(run_dir / ".best.pt.tmp", run_dir / "best.pt")
+            gain = validation_point(run_dir, net, cases, cfg, state, time.time() - t0)
         if state.step % 20 == 0:
-            _log(run_dir, {"step": state.step, "loss": loss.item(), "lr": lr_at(state.step - 1, cfg),
-                           "time": time.time() - t0})
+            log_record(run_dir, {"step": state.step, "loss": loss.item(), "lr": lr_at(state.step - 1, cfg),
+                                 "time": time.time() - t0})
         if state.step % cfg.train.checkpoint_every == 0 or state.step == end:
             save_checkpoint(ckpt, net, opt, state, cfg)
         if on_step is not None:

@@ -1,0 +1,288 @@
+"""Inference of learned-upsampling networks (``rrlsrn``, ``georgescu``): the network, then the spline.
+
+A learned-upsampling network takes the low-resolution volume itself and
+refines each voxel axis by an integer ``scale`` (its ``upsampling``
+attribute). ``upscale`` with such a model:
+
+1. refuses an axis whose requested factor (input voxel size over output
+   voxel size) is below the network's scale there (:func:`check_factors`);
+   an axis the network does not refine (scale 1) takes any factor;
+2. runs the network on the input's own grid (:func:`upsample`): tiles of
+   the input with a halo of the network's receptive radius (input voxels);
+   each tile owns a core of input voxels and writes the ``scale`` blocks of
+   output voxels over that core, so every output block comes from exactly
+   one tile and the stitched volume equals a whole-volume pass. The result
+   lies on the *refined grid* (:func:`refined_grid`): the geometry
+   contract's grid for a spacing of ``input spacing / scale``, which is
+   edge-aligned (output voxels ``[i*s, (i+1)*s)`` tile input voxel ``i``),
+   as in training (:mod:`mrisr.training.lr_pairs`);
+3. resamples that volume with the same B-spline code as every method
+   (:func:`mrisr.resample.resample_to_grid`) onto the requested contract
+   grid, expressed in refined-grid coordinates (:func:`grid_on_refined`), so
+   the output lands on exactly the grid of every other method. Where the
+   factor equals the scale this step is the identity.
+
+The network sees ``input / robust_scale(input)`` and its output is
+multiplied back. Tiles whose whole window stays below
+``BACKGROUND * robust_scale`` are not run: their blocks repeat the input
+voxel (nearest neighbour). ``patch_size`` counts input voxels.
+
+Example:
+    >>> g = refined_grid(np.diag([2.0, 2.0, 4.0, 1.0]), (5, 5, 3), (2, 2, 4))
+    >>> g.shape, g.spacing, g.offsets
+    ((10, 10, 12), (1.0, 1.0, 1.0), (-0.25, -0.25, -0.375))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import MrisrError
+from .geometry import TargetGrid, target_grid, voxel_sizes
+from .resample import resample_to_grid
+
+#: Largest shortfall of a factor below the scale that still counts as equal.
+FACTOR_TOLERANCE = 1e-6
+
+
+def upsampling_scale(network: Any) -> tuple[int, int, int] | None:
+    """The integer per-axis scale of a learned-upsampling network, None for an interpolated-input one.
+
+    Example:
+        >>> from mrisr.archs.rrlsrn import RRLSRN
+        >>> upsampling_scale(RRLSRN((1, 1, 2), depth=2, width=2)), upsampling_scale(object())
+        ((1, 1, 2), None)
+    """
+    scale = getattr(network, "upsampling", None)
+    return None if scale is None else tuple(int(s) for s in scale)  # type: ignore[return-value]
+
+
+def check_factors(scale: Sequence[int], factors: Sequence[float], model: str = "the model") -> None:
+    """Refuse factors below the network's scale along an axis it refines.
+
+    Raises:
+        MrisrError: naming the axis, the factor and the scale.
+
+    Example:
+        >>> check_factors((1, 1, 4), (1.0, 0.8, 4.5))
+        >>> check_factors((2, 2, 2), (2, 2, 1.5))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.MrisrError: the model refines voxel axis 2 by 2 (a learned-upsampling network, ...) but the requested factor along it is 1.5; ...
+    """
+    for axis, (s, f) in enumerate(zip(scale, factors)):
+        if s > 1 and f < s - FACTOR_TOLERANCE:
+            raise MrisrError(f"{model} refines voxel axis {axis} by {s} (a learned-upsampling network, scale "
+                             f"{list(scale)}) but the requested factor along it is {f:g}; ask for a factor of at "
+                             f"least {s} along axis {axis}, or use another model or --method spline")
+
+
+def refined_grid(affine: np.ndarray, shape: Sequence[int], scale: Sequence[int]) -> TargetGrid:
+    """The grid of the network's output: the contract grid for ``input spacing / scale`` (edge-aligned)."""
+    return target_grid(affine, shape, tuple(voxel_sizes(affine) / np.asarray(scale, dtype=np.float64)))
+
+
+def grid_on_refined(grid: TargetGrid, scale: Sequence[int]) -> TargetGrid:
+    """``grid`` (a contract grid of the input) expressed in the voxel coordinates of the refined grid.
+
+    Refined voxel ``k`` sits at input coordinate ``c + k / s`` with ``c = (1/s - 1) / 2``, so output
+    voxel ``j`` (input coordinate ``c0 + r j``) is at refined coordinate ``(c0 + r j - c) * s``. The
+    affine, shape and spacing are ``grid``'s: the output is the same grid.
+
+    Example:
+        >>> from mrisr.geometry import target_grid
+        >>> g = grid_on_refined(target_grid(np.eye(4), (4, 4, 4), 0.5), (2, 2, 2))
+        >>> g.ratios, g.offsets
+        ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    """
+    s = np.asarray(scale, dtype=np.float64)
+    c = (1.0 / s - 1.0) / 2.0
+    r, c0 = np.asarray(grid.ratios), np.asarray(grid.offsets)
+    ratios, offsets = tuple(float(v) for v in r * s), tuple(float(v) for v in (c0 - c) * s)
+    return TargetGrid(shape=grid.shape, affine=grid.affine, ratios=ratios, offsets=offsets,  # type: ignore[arg-type]
+                      spacing=grid.spacing)
+
+
+def _up(region: tuple[slice, ...], scale: Sequence[int]) -> tuple[slice, ...]:
+    """Input-voxel slices -> the output-voxel slices of their blocks."""
+    return tuple(slice(r.start * s, r.stop * s) for r, s in zip(region, scale))
+
+
+def replicate(block: np.ndarray, scale: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour refinement: each voxel repeated ``scale`` times per axis.
+
+    Example:
+        >>> replicate(np.arange(2.0).reshape(2, 1, 1), (2, 1, 2)).ravel().tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    for axis, s in enumerate(scale):
+        block = np.repeat(block, s, axis=axis)
+    return block
+
+
+def run_tiles(data: np.ndarray, network: Any, plan: Any, *, scale: Sequence[int], intensity: float,
+              device: Any, precision: str, out: np.ndarray, background: float | None,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    """Run ``network`` over the plan's tiles of ``data``; write ``intensity * network(patch / intensity)``
+    per owned block into ``out`` (``data.shape * scale``). Returns counters."""
+    import torch
+
+    from .device import autocast
+    from .tiling import batches
+
+    counts = {"skipped": 0, "network": 0.0, "stitch": 0.0, "voxels": 0}
+    limit = None if background is None else background * intensity
+    done = 0
+    for group in batches(plan.tiles, plan.batch_size):
+        t0 = time.perf_counter()
+        run = []
+        for tile in group:
+            if limit is not None and float(np.max(np.abs(data[tile.read]))) < limit:
+                out[_up(tile.core, scale)] = replicate(data[tile.core], scale)
+                counts["skipped"] += 1
+            else:
+                run.append(tile)
+        if run:
+            x = np.stack([data[t.read] for t in run])[:, None] / np.float32(intensity)
+            t1 = time.perf_counter()
+            with torch.inference_mode(), autocast(device, precision):
+                y = network(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device))
+            y = y.float().cpu().numpy()
+            t0 = time.perf_counter()
+            counts["network"] += t0 - t1
+            counts["voxels"] += x.size
+            for i, tile in enumerate(run):
+                out[_up(tile.core, scale)] = y[i, 0][_up(tile.inner, scale)] * np.float32(intensity)
+        counts["stitch"] += time.perf_counter() - t0
+        done += len(group)
+        if progress is not None:
+            progress(done, len(plan.tiles))
+    return counts
+
+
+def _plan(shape: Sequence[int], halo: int, budget: int, patch_size: Any, batch_size: int | None) -> Any:
+    from .engine import make_plan
+
+    plan = make_plan(shape, halo, budget, patch_size, batch_size)
+    if plan.blend:
+        raise MrisrError(f"patches of {plan.patch_shape} input voxels cannot hold this learned-upsampling model's "
+                         f"context of {halo} voxels each side; use patch_size of at least {2 * halo + 1} "
+                         "(or leave it unset)")
+    return plan
+
+
+def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: str = "auto",
+             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
+             threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+             background: float | None = None) -> tuple[np.ndarray, Any]:
+    """The network's output on the refined grid (``data.shape * scale``), tile by tile.
+
+    Args:
+        data: 3D float volume on the input grid.
+        model: A :class:`~mrisr.model_card.LoadedModel` of a learned-upsampling network.
+        device, precision, patch_size, batch_size, threads, progress: As
+            :func:`mrisr.engine.enhance` (``patch_size`` in input voxels).
+        background: Skip windows below this fraction of the intensity scale
+            (default :data:`mrisr.engine.BACKGROUND`).
+
+    Returns:
+        ``(volume, stats)``: float32 volume and :class:`mrisr.engine.EngineStats`.
+
+    Raises:
+        ModelError: for a network without an integer ``upsampling`` scale.
+    """
+    import torch
+
+    from .device import cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device, resolve_precision
+    from .engine import BACKGROUND, EngineStats, _check_volume, _patch_sides, _positive, bytes_per_voxel
+    from .errors import ModelError
+    from .intensity import robust_scale
+
+    t_start = time.perf_counter()
+    scale = upsampling_scale(model.network)
+    if scale is None:
+        raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
+    data = _check_volume(data)
+    sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
+    background = BACKGROUND if background is None else background
+    with cpu_threads(threads):
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        intensity = float(robust_scale(data))
+        network = model.network.eval().to(dev)
+        halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
+        per_voxel = bytes_per_voxel(network, prec) * (1 + math.prod(scale))
+        budget = memory_budget(dev) // per_voxel
+        out = np.empty(tuple(n * s for n, s in zip(data.shape, scale)), np.float32)
+        retries = 0
+        while True:
+            plan = _plan(data.shape, halo, budget, sides, batch_size)
+            try:
+                counts = run_tiles(data, network, plan, scale=scale, intensity=intensity, device=dev,
+                                   precision=prec, out=out, background=background, progress=progress)
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc) or retries >= 8 or (plan.batch_size == 1 and budget <= 1):
+                    raise
+            empty_cache(dev)
+            retries += 1
+            if plan.batch_size > 1:
+                batch_size = plan.batch_size // 2
+            else:
+                sides, budget = None, max(1, math.prod(plan.patch_shape) // 2)
+        n_threads = torch.get_num_threads()
+    stats = EngineStats(device=str(dev), precision=prec, patch_size=plan.patch_shape, halo=plan.halo,
+                        batch_size=plan.batch_size, n_patches=len(plan.tiles), n_skipped=int(counts["skipped"]),
+                        seconds_network=counts["network"], seconds_total=time.perf_counter() - t_start,
+                        scale=intensity, seconds_stitch=counts["stitch"], network_voxels=int(counts["voxels"]),
+                        retries=retries, threads=n_threads)
+    return out, stats
+
+
+def whole_volume_upsample(data: np.ndarray, network: Any, intensity: float | None = None) -> np.ndarray:
+    """Reference: one fp32 whole-volume pass ``intensity * network(data / intensity)`` (tests, small volumes)."""
+    import torch
+
+    from .intensity import robust_scale
+
+    intensity = float(robust_scale(data)) if intensity is None else intensity
+    x = torch.from_numpy(np.ascontiguousarray(data, np.float32) / np.float32(intensity))[None, None]
+    with torch.inference_mode():
+        y = network.eval()(x).float()[0, 0].numpy()
+    return (y * np.float32(intensity)).astype(np.float32)
+
+
+def upscale_learned(data: np.ndarray, grid: TargetGrid, model: Any, *, order: int = 3, antialias: bool = True,
+                    progress: Callable[[int, int], None] | None = None,
+                    **engine_kw: Any) -> tuple[np.ndarray, Any]:
+    """A learned-upsampling model's result on ``grid`` (a contract grid of ``data``): network, then spline.
+
+    Args:
+        data: 3D input volume.
+        grid: The output grid (:func:`mrisr.geometry.target_grid` of the input).
+        model: A loaded learned-upsampling model.
+        order, antialias: Of the spline step.
+        progress: Called with ``(tiles done, total)``.
+        **engine_kw: ``device``, ``precision``, ``patch_size``, ``batch_size``,
+            ``threads``, ``background`` (``factors`` is ignored: the grid gives them).
+
+    Returns:
+        ``(volume on grid, engine stats)``.
+
+    Raises:
+        MrisrError: for a factor below the network's scale (:func:`check_factors`).
+    """
+    from .errors import ModelError
+
+    engine_kw.pop("factors", None)
+    scale = upsampling_scale(model.network)
+    if scale is None:
+        raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
+    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {model.name!r}")
+    refined, stats = upsample(data, model, progress=progress, **engine_kw)
+    return resample_to_grid(refined, grid_on_refined(grid, scale), order=order, antialias=antialias), stats

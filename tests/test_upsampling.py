@@ -1,0 +1,143 @@
+"""Learned-upsampling inference (mrisr.upsampling): refined grid, exact tiling, the pipeline branch."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mrisr
+from mrisr.archs.georgescu import Georgescu
+from mrisr.archs.rrlsrn import RRLSRN
+from mrisr.errors import MrisrError
+from mrisr.geometry import target_grid
+from mrisr.model_card import LoadedModel, example_card
+from mrisr.resample import resample_to_grid
+from mrisr.upsampling import grid_on_refined, refined_grid, replicate, upsample, whole_volume_upsample
+
+OBLIQUE = np.array([[1.8, 0.3, 0.0, -20.0], [-0.2, 1.9, 0.4, 10.0], [0.1, -0.3, 3.1, 5.0], [0, 0, 0, 1.0]])
+
+
+class Replicate(nn.Module):
+    """An identity-like learned-upsampling network: nearest-neighbour replication by ``scale``."""
+
+    in_channels, cond_dim, receptive_radius = 1, 0, 0
+
+    def __init__(self, scale: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.upsampling = scale
+
+    def forward(self, lr: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        for axis, s in enumerate(self.upsampling):
+            lr = lr.repeat_interleave(s, dim=2 + axis)
+        return lr
+
+
+def _loaded(net: nn.Module, name: str = "up") -> LoadedModel:
+    card = example_card(name=name, receptive_radius=int(net.receptive_radius))
+    return LoadedModel(name, card, net.eval(), "0" * 64, None)
+
+
+def _jittered(net: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return net.eval()
+
+
+def test_refined_grid_is_the_edge_aligned_contract_grid() -> None:
+    scale = (2, 3, 1)
+    g = refined_grid(OBLIQUE, (7, 5, 4), scale)
+    assert g.shape == (14, 15, 4)
+    s = np.asarray(scale, float)
+    # Refined voxel k sits at input coordinate (1/s - 1)/2 + k/s: blocks [i*s, (i+1)*s) tile input voxel i.
+    expected = OBLIQUE @ np.block([[np.diag(1 / s), ((1 / s - 1) / 2)[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]])
+    np.testing.assert_allclose(g.affine, expected, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(g.offsets) - np.asarray(g.ratios) / 2, -0.5, atol=1e-12)  # shared outer edge
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.7, 0.45, 2.0), (0.9, 0.6, 3.1)])
+def test_the_final_grid_is_the_same_contract_grid_as_every_method(spacing) -> None:
+    shape, scale = (7, 5, 4), (2, 3, 1)
+    grid = target_grid(OBLIQUE, shape, spacing)
+    ref = refined_grid(OBLIQUE, shape, scale)
+    on_ref = grid_on_refined(grid, scale)
+    direct = target_grid(ref.affine, ref.shape, spacing)  # the contract applied to the refined volume
+    assert on_ref.shape == direct.shape == grid.shape
+    np.testing.assert_allclose(on_ref.affine, grid.affine)
+    for axis in range(3):
+        np.testing.assert_allclose(on_ref.positions(axis), direct.positions(axis), atol=1e-9)
+    # Every output voxel's world position, through the refined grid, is where the contract puts it (1e-5 voxel).
+    j = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1).reshape(-1, 3)
+    q = np.stack([on_ref.positions(a)[j[:, a]] for a in range(3)], 1)
+    world_via_refined = (ref.affine @ np.c_[q, np.ones(len(q))].T)[:3]
+    world = (grid.affine @ np.c_[j, np.ones(len(j))].T)[:3]
+    voxel = np.linalg.solve(OBLIQUE[:3, :3], world_via_refined - world)
+    assert np.abs(voxel).max() < 1e-5
+
+
+@pytest.mark.parametrize("net, shape", [(RRLSRN((2, 2, 1), depth=3, width=4), (21, 17, 11)),
+                                        (RRLSRN((1, 1, 3), depth=2, width=4), (9, 10, 13)),
+                                        (Georgescu((2, 2, 2), width=3), (33, 30, 9))])
+def test_tiles_equal_a_whole_volume_pass(net: nn.Module, shape) -> None:
+    net = _jittered(net)
+    data = (np.random.default_rng(0).random(shape) + 0.5).astype(np.float32)
+    whole = whole_volume_upsample(data, net)
+    out, stats = upsample(data, _loaded(net), device="cpu", precision="fp32",
+                          patch_size=2 * net.receptive_radius + 3)
+    assert stats.n_patches > 1 and stats.n_skipped == 0
+    assert out.shape == tuple(n * s for n, s in zip(shape, net.upsampling))
+    np.testing.assert_allclose(out, whole, atol=1e-5 * float(np.abs(whole).max()))
+
+
+def test_background_tiles_repeat_the_input() -> None:
+    net = _jittered(RRLSRN((2, 2, 2), depth=2, width=2))
+    data = np.zeros((12, 12, 12), np.float32)
+    data[:4, :4, :4] = 1.0
+    out, stats = upsample(data, _loaded(net), device="cpu", precision="fp32", patch_size=7)
+    assert stats.n_skipped > 0
+    assert np.all(out[16:, 16:, 16:] == 0.0)
+
+
+def _image(shape=(10, 8, 6), affine=OBLIQUE) -> nib.Nifti1Image:
+    rng = np.random.default_rng(1)
+    return nib.Nifti1Image((rng.random(shape) * 100 + 50).astype(np.float32), affine)
+
+
+@pytest.mark.parametrize("factor", [(2, 2, 1), (2.5, 2, 1.5), (3, 4.2, 1)])
+def test_upscale_is_network_then_spline_on_the_contract_grid(factor) -> None:
+    img, scale = _image(), (2, 2, 1)
+    model = _loaded(Replicate(scale))
+    out = mrisr.upscale(img, factor=factor, model=model, precision="fp32")
+    spline = mrisr.upscale(img, factor=factor, method="spline")
+    assert out.shape == spline.shape
+    np.testing.assert_allclose(out.affine, spline.affine)
+    vol = np.asarray(img.dataobj, np.float32)
+    grid = target_grid(img.affine, vol.shape, spline.header.get_zooms()[:3])
+    composed = resample_to_grid(replicate(vol, scale), grid_on_refined(grid, scale))
+    np.testing.assert_allclose(np.asarray(out.dataobj), composed, rtol=1e-5, atol=1e-3)
+    report = out.extra["mrisr_report"]
+    assert report.model == "up" and report.patches_run >= 1
+
+
+def test_at_the_networks_scale_each_output_voxel_lies_in_the_input_voxel_it_copies() -> None:
+    img, scale = _image(), (2, 2, 1)
+    out = mrisr.upscale(img, factor=scale, model=_loaded(Replicate(scale)), precision="fp32")
+    vol, res = np.asarray(img.dataobj), np.asarray(out.dataobj)
+    np.testing.assert_allclose(res, replicate(vol, scale), rtol=1e-6)  # the spline step is the identity
+    j = np.stack(np.meshgrid(*[np.arange(n) for n in res.shape], indexing="ij"), -1).reshape(-1, 3)
+    world = out.affine @ np.c_[j, np.ones(len(j))].T
+    coord = (np.linalg.inv(img.affine) @ world)[:3].T
+    copied = j // np.asarray(scale)
+    assert np.abs(coord - copied).max() <= 0.5 - 0.25 + 1e-5  # inside the copied voxel (block centres at +-1/4)
+
+
+def test_refuses_a_factor_below_the_scale_and_the_flip_ensemble() -> None:
+    model = _loaded(Replicate((2, 2, 2)), "x2")
+    with pytest.raises(MrisrError, match=r"refines voxel axis 2 by 2 .* factor along it is 1\.5"):
+        mrisr.upscale(_image(), factor=(2, 2, 1.5), model=model)
+    with pytest.raises(MrisrError, match="flip ensemble"):
+        mrisr.upscale(_image(), factor=2, model=model, ensemble="mean")
