@@ -15,9 +15,10 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
    (halo included) stays below ``BACKGROUND * scale`` are not run: the output
    there is the interpolated value.
 4. Batches run in bf16/fp16 or fp32 (a ReCNN on the CPU as fused oneDNN
-   convolutions, :mod:`mrisr.inference_net`; else under autocast); the residual is cast to
-   float32, multiplied by ``scale`` and added to the float32 input patch, and
-   the core is written into one preallocated float32 output.
+   convolutions, :mod:`mrisr.inference_net`; anything else under autocast);
+   the residual is cast to float32, multiplied by ``scale`` and added to the
+   float32 input patch, and the core is written into one preallocated
+   float32 output.
 
 Peak memory is the input, the output and one batch of patches with its
 activations: no other full-size array is made. A GPU out-of-memory error
