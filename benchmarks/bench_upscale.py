@@ -51,18 +51,31 @@ def run_cli(args: list[str]) -> tuple[dict, float, float]:
     return record, wall, peak_kb / 1024
 
 
-def make_inputs(data_dir: Path, work: Path) -> tuple[Path, Path, Path]:
-    """2 mm input, 1 mm reference on the output grid, and a 128^3 2 mm input."""
-    from mrisr.degradation import degrade
+def template_head(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 1 mm ICBM152 T1 cropped to 196x232x188 (every axis even, axis 2 a multiple of 4, so 2 mm and
+    1x1x4 mm voxel edges align with the 1 mm grid), and its affine."""
     from mrisr.training import icbm152
 
     t1 = nib.load(str(icbm152.verify(data_dir)["t1"]))
-    hr = t1.get_fdata(dtype=np.float32)[:196, :232, :188]          # even matrix: 2 mm edges align
+    return t1.get_fdata(dtype=np.float32)[:196, :232, :188], t1.affine
+
+
+def degraded_head(hr: np.ndarray, affine: np.ndarray, factors, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``mrisr degrade`` (box PSF) of the head by ``factors``, saved to ``path``; returns (data, affine)."""
+    from mrisr.degradation import degrade
+
+    lr, lr_affine = degrade(hr, affine, factors, psf="box")
+    nib.save(nib.Nifti1Image(lr, lr_affine), str(path))
+    return lr, lr_affine
+
+
+def make_inputs(data_dir: Path, work: Path) -> tuple[Path, Path, Path]:
+    """2 mm input, 1 mm reference on the output grid, and a 128^3 2 mm input."""
+    hr, affine = template_head(data_dir)
     ref = work / "ref_1mm.nii.gz"
-    nib.save(nib.Nifti1Image(hr, t1.affine), str(ref))
-    lr, lr_affine = degrade(hr, t1.affine, 2.0, psf="box")
+    nib.save(nib.Nifti1Image(hr, affine), str(ref))
     lr_path = work / "t1_2mm.nii.gz"
-    nib.save(nib.Nifti1Image(lr, lr_affine), str(lr_path))
+    lr, lr_affine = degraded_head(hr, affine, 2.0, lr_path)
     big = np.zeros((128, 128, 128), np.float32)
     big[:lr.shape[0], :lr.shape[1], :lr.shape[2]] = lr[:, :128, :]
     big_path = work / "t1_2mm_128.nii.gz"

@@ -15,7 +15,7 @@ from mrisr.training.config import config_from_dict, load_config
 from mrisr.training.data import PatchSampler, Subject, head_mask, load_subjects, validation_cases
 from mrisr.training.export import export_model
 from mrisr.training.losses import loss_fn, resolve_loss
-from mrisr.training.trainer import build_network, factor_condition, same_config, train, validate
+from mrisr.training.trainer import build_network, factor_condition, init_from, same_config, train, validate
 from test_training import _blobs, folder_config  # noqa: F401  (fixture)
 
 
@@ -112,3 +112,20 @@ def test_guided_training_needs_tissue_maps() -> None:
         config_from_dict({"data": {"reference": "t1", "source": "folder"}})
     with pytest.raises(ConfigError, match="data.reference: 't2' is not one of"):
         config_from_dict({"data": {"reference": "t2"}})
+
+
+def test_guided_network_starts_as_the_single_input_model(tmp_path: Path) -> None:
+    from mrisr.archs.recnn import ReCNN
+
+    single = ReCNN(3, 8, cond_dim=3)
+    with torch.no_grad():
+        for p in single.parameters():
+            p.normal_(0, 0.1)
+    model = LoadedModel("single", example_card(name="single"), single, "0" * 64, tmp_path)
+    guided = ReCNN(3, 8, in_channels=2, cond_dim=3)
+    init_from(guided, model)
+    x = torch.rand(1, 1, 9, 9, 9)
+    ref = torch.rand(1, 1, 9, 9, 9)
+    cond = single.encode_factors([2, 2, 2])
+    with torch.no_grad():
+        np.testing.assert_allclose(guided(torch.cat([x, ref], 1), cond).numpy(), single(x, cond).numpy(), atol=1e-6)

@@ -124,10 +124,13 @@ def read_init(run_dir: Path) -> dict | None:
 
 
 def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path, description: str,
-                 default: bool = False, version: str = "1.0.0", log=print) -> ModelCard:
+                 default: bool = False, version: str = "1.0.0", log=print, cases: list[str] | None = None,
+                 contrasts: tuple[str, ...] | None = None) -> ModelCard:
     """Validate ``weights`` on the held-out slab and write ``folder`` (weights + card + report).
 
     For a GAN mode ``weights`` (``best.pt``) hold the generator alone, which is what is exported.
+    ``cases`` and ``contrasts`` narrow the report (default: every named acquisition, the
+    contrasts of :func:`validation_report`).
     """
     network = build_network(cfg)
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -137,7 +140,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         from ..registry import load_model
 
         baseline = load_model()  # the single-input default, for the guided-vs-single comparison
-    rows = validation_report(network, cfg, log=log, baseline=baseline)
+    rows = validation_report(network, cfg, cases, contrasts, log=log, baseline=baseline)
     gains = [r["psnr_gain"] for r in rows]
     init = read_init(weights.parent)
     init_flag = f" --init {init['model']}" if init else ""

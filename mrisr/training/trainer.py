@@ -41,6 +41,11 @@ __all__ = ["build_network", "init_from", "train", "validate"]
 def init_from(net: torch.nn.Module, model: LoadedModel) -> None:
     """Start ``net`` from a trained model's weights (fine-tuning).
 
+    A guided network (``in_channels`` 2) may start from the same network with
+    one input channel: the weights are copied and the first convolution's
+    weights for the reference channel start at zero, so the guided network
+    starts exactly as the single-input model and learns to use the reference.
+
     Raises:
         ConfigError: when the model's architecture is another one, or naming
             each constructor argument where the configuration's network differs
@@ -51,12 +56,26 @@ def init_from(net: torch.nn.Module, model: LoadedModel) -> None:
         raise ConfigError(f"--init: model {model.name!r} is a {theirs!r} network; the config's [model] builds "
                           f"a {ours!r} network")
     mine, other = net.config(), model.network.config()
+    widen = mine.get("in_channels") == 2 and other.get("in_channels") == 1
     diffs = [f"{k} {mine.get(k)!r} vs {other.get(k)!r}" for k in sorted(set(mine) | set(other))
-             if mine.get(k) != other.get(k)]
+             if mine.get(k) != other.get(k) and not (widen and k == "in_channels")]
     if diffs:
         raise ConfigError(f"--init: the config's [model] does not match model {model.name!r} "
                           f"(config vs model: {'; '.join(diffs)}); copy the model's train.toml [model] section")
-    net.load_state_dict(model.network.state_dict())
+    state = model.network.state_dict()
+    if widen:
+        state = _widen_first_conv(net, state)
+    net.load_state_dict(state)
+
+
+def _widen_first_conv(net: torch.nn.Module, state: dict) -> dict:
+    """``state`` with the first convolution's weight given zero weights for a second input channel."""
+    ours = net.state_dict()
+    out = dict(state)
+    for key, value in state.items():
+        if key in ours and value.dim() == 5 and ours[key].shape[1] == 2 * value.shape[1]:
+            out[key] = torch.cat([value, torch.zeros_like(value)], dim=1)
+    return out
 
 
 def factor_condition(net: torch.nn.Module, factors: np.ndarray) -> torch.Tensor | None:
