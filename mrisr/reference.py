@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .geometry import TargetGrid, check_affine, voxel_sizes
-from .resample import antialias_sigma, spline_coefficients
+from .resample import antialias_axis, antialias_sigma, spline_coefficients
 from .volume import Volume
 
 #: Smallest fraction of the output's voxels the reference must cover.
@@ -181,7 +181,7 @@ def _coefficients(data: np.ndarray, order: int, sigmas: Sequence[float]) -> np.n
     out = np.asarray(data, dtype=np.float32)
     for axis, sigma in enumerate(sigmas):
         if sigma > 0:
-            out = ndimage.gaussian_filter1d(out, sigma, axis=axis, mode="reflect", truncate=4.0).astype(np.float32)
+            out = antialias_axis(out, axis, sigma)
     if order >= 2:
         for axis in range(3):
             if out.shape[axis] > 1:
