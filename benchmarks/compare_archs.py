@@ -9,7 +9,9 @@ The protocol of docs/models.md, "Comparison under one protocol":
   weights; ``train.loss = "auto"``, each paper's loss, unless ``--loss``).
   Learned-upsampling networks (``rrlsrn``, ``georgescu``) are trained per
   integer scale (2x2x2 and 1x1x4) on the same distribution with the factors
-  fixed to their scale (:mod:`mrisr.training.lr_pairs`).
+  fixed to their scale (:mod:`mrisr.training.lr_pairs`). A paper's own
+  augmentation is added to its rows (``Row.degradation``): Georgescu et al.'s
+  random-sigma input blur.
 * **Budget**: the same CPU time for every row (``--budget-minutes M``): the
   time per step is measured in the real trainer setting (same config, batch,
   patch, precision, threads: ``--calibrate-steps`` timed steps after
@@ -23,7 +25,10 @@ The protocol of docs/models.md, "Comparison under one protocol":
   into ``OUT/runs/NAME`` with its checkpoints; an interrupted row continues
   with ``--resume`` (``resume=True``) when the script runs again. The one
   training-time validation is at the last step, so ``best.pt`` holds the
-  final weights (no selection on the held-out slab).
+  final weights (no selection on the held-out slab). Several processes may
+  share one ``--out`` (e.g. one per core with ``--threads 1``): each row is
+  claimed by a lock file while it runs and ``results.json`` is merged under
+  a lock; every module is imported at launch (:func:`import_row_code`).
 * **Evaluation**: ``mrisr.training.export.export_model``, the code of ``mrisr
   train --export``, writes ``OUT/models/NAME`` (model.pt, card.json,
   validation.md): the held-out slab, each contrast (``--contrasts``) and
@@ -95,16 +100,24 @@ class Row:
             None: the base config's own (the default model's 8 x 32 ReCNN).
         train: ``[train]`` overrides of this row.
         init: Row whose exported model this one starts from (``--init``).
+        degradation: ``[degradation]`` additions of the paper's own training (augmentations only: the
+            acquisitions stay those of the protocol).
     """
 
     name: str
     model: dict[str, Any] | None
     train: dict[str, Any] = field(default_factory=dict)
     init: str = ""
+    degradation: dict[str, Any] = field(default_factory=dict)
 
 
-def _learned(arch: str, preset: str, scale: list[int]) -> Row:
-    return Row(f"{arch}-{'x'.join(map(str, scale))}", {"arch": arch, "preset": preset, "params": {"scale": scale}})
+#: Georgescu et al.'s augmentation (section III.C): half of the inputs blurred, sigma in [0, 0.5].
+GEORGESCU_BLUR = {"input_blur": [0.0, 0.5], "input_blur_probability": 0.5}
+
+
+def _learned(arch: str, preset: str, scale: list[int], degradation: dict[str, Any] | None = None) -> Row:
+    return Row(f"{arch}-{'x'.join(map(str, scale))}", {"arch": arch, "preset": preset, "params": {"scale": scale}},
+               degradation=degradation or {})
 
 
 ROWS: tuple[Row, ...] = (
@@ -116,12 +129,14 @@ ROWS: tuple[Row, ...] = (
     Row("gan-cpce", {"arch": "gan-cpce", "preset": "lyu"}),
     _learned("rrlsrn", "song", [2, 2, 2]),
     _learned("rrlsrn", "song", [1, 1, 4]),
-    _learned("georgescu", "georgescu", [2, 2, 2]),
-    _learned("georgescu", "georgescu", [1, 1, 4]),
+    _learned("georgescu", "georgescu", [2, 2, 2], GEORGESCU_BLUR),
+    _learned("georgescu", "georgescu", [1, 1, 4], GEORGESCU_BLUR),
 )
-#: Adversarial modes (``--gan``): mDCSRN-GAN fine-tunes the trained mdcsrn-b4u4 at Chen et al.'s rate.
+#: Adversarial modes (``--gan``): mDCSRN-GAN fine-tunes the trained mdcsrn-b4u4 at Chen et al.'s rate,
+#: GAN-CPCE the trained gan-cpce at the same rate.
 GAN_ROWS: tuple[Row, ...] = (
     Row("mdcsrn-gan", {"arch": "mdcsrn-gan", "preset": "b4u4"}, {"lr": 5e-6, "min_lr": 5e-7}, init="mdcsrn-b4u4"),
+    Row("gan-cpce-wgan", {"arch": "gan-cpce-wgan", "preset": "lyu"}, {"lr": 5e-6, "min_lr": 5e-7}, init="gan-cpce"),
     Row("gan-circle", {"arch": "gan-circle", "preset": "lyu"}),
 )
 ALL_ROWS = {r.name: r for r in ROWS + GAN_ROWS}
@@ -182,7 +197,10 @@ def _scale(row: Row) -> tuple[int, ...] | None:
 
 
 def _is_gan(row: Row) -> bool:
-    return (row.model or {}).get("arch") in ("mdcsrn-gan", "gan-circle")
+    from mrisr.training.networks import TRAINABLES
+
+    arch = (row.model or {}).get("arch")
+    return arch is not None and TRAINABLES[arch].mode == "gan"
 
 
 def row_config(base: dict[str, Any], row: Row, steps: int, settings: dict[str, Any], data_dir: str) -> dict:
@@ -192,6 +210,7 @@ def row_config(base: dict[str, Any], row: Row, steps: int, settings: dict[str, A
     raw["data"]["dir"] = data_dir
     if row.model is not None:
         raw["model"] = {**row.model, "condition": base["model"]["condition"]}
+    raw["degradation"].update(row.degradation)
     cases = row_cases(row, settings["cases"])
     raw["train"].update({
         "steps": steps, "lr": settings["lr"], "min_lr": SCHEDULE["min_lr"],
@@ -230,6 +249,7 @@ def calibrate(raw: dict, folder: Path, work: Path, warmup: int, timed: int) -> d
     run in the scratch folder ``work``."""
     from mrisr.training.trainer import train
 
+    folder.mkdir(parents=True, exist_ok=True)  # relative data paths resolve through it
     probe = json.loads(json.dumps(raw))
     probe["train"].update({"steps": 10**6, "validate_every": 10**6, "checkpoint_every": 10**6})
     if "gan" in probe:
@@ -417,12 +437,47 @@ def load_results(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"rows": {}}
 
 
-def save_results(out: Path, results: dict) -> None:
-    """Write ``OUT/results.json`` atomically."""
+def save_results(out: Path, results: dict, rows: list[str] | None = None) -> dict:
+    """Write ``OUT/results.json`` atomically, merged under a lock with what is on disk: only ``rows``
+    (default: all) of ``results`` replace the file's, so several processes running different ``--only``
+    rows can share one ``--out``. Returns the merged record.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = save_results(d, {"rows": {"a": {"steps": 1}}})
+        >>> sorted(save_results(d, {"rows": {"a": {"stale": 1}, "b": {"steps": 2}}}, ["b"])["rows"]["a"])
+        ['steps']
+    """
+    import fcntl
+
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    os.replace(tmp, out / "results.json")
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = load_results(out)
+        names = list(results["rows"]) if rows is None else [n for n in rows if n in results["rows"]]
+        merged = {**disk, **{k: v for k, v in results.items() if k not in ("rows", "head_inputs")}}
+        merged["head_inputs"] = {**disk.get("head_inputs", {}), **results.get("head_inputs", {})}
+        merged["rows"] = {**disk.get("rows", {}), **{n: results["rows"][n] for n in names}}
+        tmp = out / f".results.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(merged, indent=1, default=str) + "\n")
+        os.replace(tmp, out / "results.json")
+    return merged
+
+
+def claim_row(out: Path, name: str):
+    """An exclusive claim on row ``name`` among processes sharing ``out`` (an open lock file; close it to
+    release), or None when another process holds it."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / f".row-{name}.lock", "w")  # noqa: SIM115 - held while the row runs
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def check_protocol(results: dict, protocol: dict) -> None:
@@ -490,7 +545,8 @@ def markdown(results: dict, settings: dict) -> str:
     lines.append("| cubic spline | | | | | | " + " | ".join(_spline_cell(results, c, a) for c, a in pairs) + " | "
                  + " / ".join(f"{v['spline']['seconds']:.1f} ({k} mm)" for k, v in
                               results.get("head_inputs", {}).items()) + " |")
-    for name, e in results["rows"].items():
+    order = list(ALL_ROWS)
+    for name, e in sorted(results["rows"].items(), key=lambda item: order.index(item[0])):
         if "error" in e and not e.get("trained"):
             lines.append(f"| {name} | failed: {e['error'].splitlines()[0][:80]} |")
             continue
@@ -514,7 +570,7 @@ def markdown(results: dict, settings: dict) -> str:
         "\n".join(lines) + "\n",
         f"Reproduce: `{results.get('command', '')}` (resumable); one row: `mrisr train --config "
         "OUT/configs/NAME/train.toml --run-dir OUT/runs/NAME` then the same with `--export OUT/models/NAME` "
-        "(mdcsrn-gan: `--init OUT/models/mdcsrn-b4u4` in the first).\n"])
+        "(mdcsrn-gan, gan-cpce-wgan: `--init OUT/models/mdcsrn-b4u4`, `OUT/models/gan-cpce` in the first).\n"])
 
 
 # ----------------------------------------------------------------------------- one row
@@ -558,7 +614,7 @@ def _header(row: Row, out: Path, steps: int) -> str:
 def run_row(row: Row, args, settings: dict, base: dict, results: dict, out: Path, data_dir: Path) -> None:
     """Calibrate, train, export (evaluate), cost and time one row, saving ``results`` after each stage."""
     entry = results["rows"].setdefault(row.name, {})
-    save = lambda: save_results(out, results)  # noqa: E731
+    save = lambda: save_results(out, results, [row.name])  # noqa: E731
     folder = out / "configs" / row.name
     rel_data = os.path.relpath(data_dir, folder) if out.is_relative_to(ROOT) else str(data_dir)
     raw_of = lambda steps: row_config(base, row, steps, settings, rel_data)  # noqa: E731
@@ -615,7 +671,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--budget-minutes", type=float, help="CPU minutes of training per row (calibrated steps)")
     mode.add_argument("--steps", type=int, help="train every row this many steps instead of a time budget")
     ap.add_argument("--only", nargs="+", choices=list(ALL_ROWS), metavar="NAME", help="run these rows only")
-    ap.add_argument("--gan", action="store_true", help="add the GAN modes (mdcsrn-gan after mdcsrn-b4u4, gan-circle)")
+    ap.add_argument("--gan", action="store_true",
+                    help="add the GAN modes (mdcsrn-gan after mdcsrn-b4u4, gan-cpce-wgan after gan-cpce, gan-circle)")
     ap.add_argument("--force", action="store_true", help="redo the selected rows from scratch")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of training and evaluation (2)")
@@ -626,7 +683,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--contrasts", nargs="+", default=["t1"], choices=["t1", "t2", "flair", "pd"])
     ap.add_argument("--loss", default="auto", choices=["auto", "l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl"],
                     help="train.loss of every non-GAN row (auto: each paper's)")
-    ap.add_argument("--lr", type=float, default=SCHEDULE["lr"], help="peak learning rate (mdcsrn-gan: 5e-6)")
+    ap.add_argument("--lr", type=float, default=SCHEDULE["lr"], help="peak learning rate (mdcsrn-gan, gan-cpce-wgan: 5e-6)")
     ap.add_argument("--calibrate-steps", type=int, default=10, help="timed calibration steps (10)")
     ap.add_argument("--warmup-steps", type=int, default=3, help="untimed calibration steps first (3)")
     ap.add_argument("--base-config", type=Path, default=BASE_CONFIG, help="data, hold-out and degradations")
@@ -637,7 +694,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def selected_rows(args) -> list[Row]:
-    """The rows to run, in table order (mdcsrn-b4u4 before mdcsrn-gan)."""
+    """The rows to run, in table order (a GAN row after the row it starts from)."""
     names = set(args.only) if args.only else {r.name for r in ROWS + (GAN_ROWS if args.gan else ())}
     return [r for r in ROWS + GAN_ROWS if r.name in names]
 
@@ -660,6 +717,22 @@ def _forget(row: Row, out: Path, results: dict) -> None:
         shutil.rmtree(out / sub / row.name, ignore_errors=True)
 
 
+def import_row_code() -> None:
+    """Import every module of :mod:`mrisr`, :mod:`mrisr.archs` and :mod:`mrisr.training` now, so that all
+    rows of a run that lasts hours use the code as it was at launch (no lazy import of an edited file)."""
+    import importlib
+    import pkgutil
+
+    import mrisr
+    import mrisr.archs
+    import mrisr.training
+
+    for pkg in (mrisr, mrisr.archs, mrisr.training):
+        for module in pkgutil.iter_modules(pkg.__path__):
+            if module.name != "__main__":
+                importlib.import_module(f"{pkg.__name__}.{module.name}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.list:
@@ -671,6 +744,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from mrisr.training.config import load_config
 
+    import_row_code()
     torch.set_num_threads(args.threads)
     base_cfg = load_config(args.base_config)
     protocol, settings = settings_of(args, base_cfg)
@@ -684,25 +758,32 @@ def main(argv: list[str] | None = None) -> None:
     base = base_cfg.to_dict()
     data_dir = (Path(base_cfg.base_dir) / base_cfg.data.dir).resolve()
     for row in selected_rows(args):
-        if args.force:
-            _forget(row, out, results)
-        entry = results["rows"].get(row.name, {})
-        if row_finished(entry, row, settings):
-            print(f"== {row.name}: finished, skipped (--force redoes it)")
+        claim = claim_row(out, row.name)
+        if claim is None:
+            print(f"== {row.name}: running in another process, skipped")
             continue
-        print(f"== {row.name}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            run_row(row, args, settings, base, results, out, data_dir)
-            results["rows"][row.name].pop("error", None)
-        except Exception as e:  # one failed row must not lose the others
-            traceback.print_exc()
-            results["rows"].setdefault(row.name, {})["error"] = f"{type(e).__name__}: {e}"
-        results["rows"][row.name]["wall_seconds_last_session"] = time.perf_counter() - t0
-        save_results(out, results)
-        (out / "table.md").write_text(markdown(results, settings))
-    save_results(out, results)
-    (out / "table.md").write_text(markdown(results, settings))
+        with claim:
+            on_disk = load_results(out)["rows"].get(row.name)  # another process may have run it meanwhile
+            if on_disk is not None:
+                results["rows"][row.name] = on_disk
+            if args.force:
+                _forget(row, out, results)
+            if row_finished(results["rows"].get(row.name, {}), row, settings):
+                print(f"== {row.name}: finished, skipped (--force redoes it)")
+                continue
+            print(f"== {row.name}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                run_row(row, args, settings, base, results, out, data_dir)
+                results["rows"][row.name].pop("error", None)
+            except Exception as e:  # one failed row must not lose the others
+                traceback.print_exc()
+                results["rows"].setdefault(row.name, {})["error"] = f"{type(e).__name__}: {e}"
+            results["rows"][row.name]["wall_seconds_last_session"] = time.perf_counter() - t0
+            merged = save_results(out, results, [row.name])
+        (out / "table.md").write_text(markdown(merged, settings))
+    merged = save_results(out, results, [r.name for r in selected_rows(args)])
+    (out / "table.md").write_text(markdown(merged, settings))
     print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}\n")
     print((out / "table.md").read_text())
 

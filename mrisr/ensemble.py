@@ -3,7 +3,9 @@
 Georgescu et al.'s self-ensemble for medical super-resolution: the network is
 run on the interpolated volume flipped along every subset of the three voxel
 axes (8 passes), each output is flipped back, and the 8 results are combined
-voxel by voxel (mean or median). Flips keep every axis in place, so the
+voxel by voxel (mean or median; Georgescu et al. use the median). A
+learned-upsampling network runs on the flipped low-resolution input instead
+(:func:`flip_passes`, :func:`mrisr.upsampling.upscale_learned_ensemble`). Flips keep every axis in place, so the
 per-axis upsampling factors a conditioned network receives are the same for
 every pass. The network was trained with random flips, so each pass is an
 equally valid estimate; where they disagree the network is guessing.
@@ -136,14 +138,40 @@ def flip_ensemble(data: np.ndarray, model: Any, factors: Sequence[float] | None 
     """
     from .engine import enhance
 
+    return flip_passes(data, lambda x, on: enhance(x, model, factors=factors, progress=on, **engine_kw),
+                       combine, progress)
+
+
+def flip_passes(data: np.ndarray, run: Callable[[np.ndarray, Callable[[int, int], None]], tuple[np.ndarray, Any]],
+                combine: str = "mean", progress: Callable[[int, int], None] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, EnsembleStats]:
+    """``run`` under the 8 flips of ``data``, each output flipped back, combined voxel by voxel.
+
+    ``run(volume, on_patches) -> (output, engine stats)`` may change the shape
+    (a learned-upsampling network: ``scale`` output voxels per input voxel
+    along each axis); the flips are the same axes of its output, which is
+    exact for an output grid that tiles the input grid edge-aligned (the
+    output blocks of input voxel ``i`` become those of ``n - 1 - i``, in
+    reverse order).
+
+    Returns:
+        ``(combined, std, stats)`` on the output's shape (see :func:`flip_ensemble`).
+
+    Example:
+        >>> x = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+        >>> up = lambda v, on: (np.repeat(v, 2, axis=2) + 1, None)   # flip-equivariant: no spread
+        >>> out, std, st = flip_passes(x, up, "median")
+        >>> out.shape, bool(np.array_equal(out, np.repeat(x, 2, axis=2) + 1)), float(std.max())
+        ((2, 2, 4), True, 0.0)
+    """
     look_up_option(combine, COMBINES, "ensemble")
     data = np.asarray(data)
     if data.ndim != 3:
-        raise MrisrError(f"flip_ensemble takes one 3D volume, got an array of shape {data.shape}")
+        raise MrisrError(f"the flip ensemble takes one 3D volume, got an array of shape {data.shape}")
     t0 = time.perf_counter()
     stats = EnsembleStats(combine=combine, passes=len(FLIPS))
     n = len(FLIPS)
-    keep = np.empty((n, *data.shape), np.float32) if combine == "median" else None
+    keep = None
     mean = m2 = None
     for k, flip in enumerate(FLIPS):
         axes = _axes(flip)
@@ -153,15 +181,17 @@ def flip_ensemble(data: np.ndarray, model: Any, factors: Sequence[float] | None 
             if progress is not None and total:
                 progress(k * total + done, n * total)
 
-        out, st = enhance(x, model, factors=factors, progress=on_patches, **engine_kw)
+        out, st = run(x, on_patches)
         stats.engine.append(st)
         out = np.flip(out, axes) if axes else out
-        if keep is not None:
+        if combine == "median":
+            if keep is None:
+                keep = np.empty((n, *out.shape), np.float32)
             keep[k] = out
             continue
         # Welford's running mean and sum of squared deviations (stable in float32 for 8 passes).
         if mean is None:
-            mean, m2 = np.array(out, np.float32), np.zeros(data.shape, np.float32)
+            mean, m2 = np.array(out, np.float32), np.zeros(out.shape, np.float32)
             continue
         delta = out - mean
         mean += delta / np.float32(k + 1)
@@ -180,4 +210,4 @@ def flip_ensemble(data: np.ndarray, model: Any, factors: Sequence[float] | None 
     return np.ascontiguousarray(combined, np.float32), std, stats
 
 
-__all__ = ["flip_ensemble", "EnsembleStats", "std_path", "std_summary", "FLIPS", "COMBINES", "STD_SUFFIX"]
+__all__ = ["flip_ensemble", "flip_passes", "EnsembleStats", "std_path", "std_summary", "FLIPS", "COMBINES", "STD_SUFFIX"]

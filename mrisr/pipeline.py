@@ -420,7 +420,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
 
         loaded = load_model_once(model)
         check_model_channels(loaded, reference is not None)
-        _check_learned(loaded, grid, ensemble)
+        _check_learned(loaded, grid)
         _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
         _check_input(report, data)
         if reference is not None:
@@ -431,17 +431,14 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
 
 
-def _check_learned(loaded: Any, grid: TargetGrid, ensemble: str | None) -> None:
-    """Refuse what a learned-upsampling model cannot do: factors below its scale, the flip ensemble."""
+def _check_learned(loaded: Any, grid: TargetGrid) -> None:
+    """Refuse what a learned-upsampling model cannot do: factors below its scale."""
     from .upsampling import check_factors, upsampling_scale
 
     scale = upsampling_scale(loaded.network)
     if scale is None:
         return
     check_factors(scale, [1.0 / r for r in grid.ratios], f"model {loaded.name!r}")
-    if ensemble is not None:
-        raise MrisrError(f"model {loaded.name!r} is a learned-upsampling network; the flip ensemble "
-                         "(uncertainty, ensemble) supports interpolated-input models only")
 
 
 def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncertainty: bool,
@@ -566,7 +563,15 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
     for t in range(n):
         ticker = _Ticker(progress, t, n)
         vol = data if data.ndim == 3 else data[..., t]
-        if learned:  # learned upsampling: the network on the input grid, then the spline (mrisr.upsampling)
+        if learned and std_out is not None:
+            result, std, summary = _upsample_ensemble(vol, grid, loaded, report, order, antialias, engine_kw,
+                                                      ticker, ensemble)  # type: ignore[arg-type]
+            std_stats.append(summary)
+            std_out[(...,) if data.ndim == 3 else (..., t)] = std
+            del std
+            spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
+            network = result if tracker is not None else None
+        elif learned:  # learned upsampling: the network on the input grid, then the spline (mrisr.upsampling)
             result = _upsample(vol, grid, loaded, report, order, antialias, engine_kw, ticker)
             spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
             network = result if tracker is not None else None
@@ -625,6 +630,26 @@ def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleRep
     report.timings["network"] += time.perf_counter() - t0
     _merge_stats(report, stats)
     return result
+
+
+def _upsample_ensemble(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleReport, order: int,
+                       antialias: bool, engine_kw: dict, ticker: _Ticker, combine: str
+                       ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A learned-upsampling model under the flip ensemble (:func:`mrisr.upsampling.upscale_learned_ensemble`)."""
+    from .upsampling import upscale_learned_ensemble
+
+    t0 = time.perf_counter()
+
+    def on_tiles(done: int, total: int) -> None:
+        if total:
+            ticker.set(0.9 * min(done / total, 1.0))
+
+    result, std, stats = upscale_learned_ensemble(vol, grid, loaded, combine, order=order, antialias=antialias,
+                                                  progress=on_tiles, **engine_kw)
+    report.timings["network"] += time.perf_counter() - t0
+    for st in stats.engine:
+        _merge_stats(report, st)
+    return result, std, {"passes": stats.passes, **stats.std}
 
 
 def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,

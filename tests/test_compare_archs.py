@@ -58,6 +58,37 @@ def test_rows_keep_the_default_models_data_and_degradations(tmp_path: Path) -> N
     assert tomllib.loads(path.read_text())["data"]["dir"] == "/data"
     gan = compare_archs.row_config(base, compare_archs.ALL_ROWS["mdcsrn-gan"], 50, settings, "/data")
     assert gan["gan"]["critic_warmup"] == 25 and gan["train"]["lr"] == 5e-6
+    # Georgescu's rows add the paper's input blur and nothing else to the degradations.
+    geo = compare_archs.row_config(base, compare_archs.ALL_ROWS["georgescu-2x2x2"], 50, settings, "/data")
+    cfg = compare_archs.write_config(geo, tmp_path / "g" / "train.toml", "hdr")
+    assert (cfg.degradation.input_blur, cfg.degradation.input_blur_probability) == ((0.0, 0.5), 0.5)
+    assert cfg.degradation == base_cfg.degradation.__class__(**{**base_cfg.degradation.__dict__,
+                                                                "input_blur_probability": 0.5})
+
+
+def test_calibration_resolves_relative_data_paths_through_a_new_folder(tmp_path: Path) -> None:
+    # The row's config folder does not exist yet when a row is calibrated; its data path is relative to it.
+    import shutil
+
+    from mrisr.training.config import load_config
+
+    base_cfg = load_config(compare_archs.BASE_CONFIG)
+    base = base_cfg.to_dict()
+    data = (Path(base_cfg.base_dir) / base_cfg.data.dir).resolve()
+    if not (data / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz").is_file():
+        pytest.skip("template not fetched (mrisr train --fetch-data)")
+    folder = ROOT / "runs" / f".test-calibration-{tmp_path.name}" / "configs" / "srcnn3d"
+    rel = str(Path("..", "..", "..", "..", "data", "icbm152"))
+    args = compare_archs.parse(["--out", str(tmp_path), "--budget-minutes", "1"])
+    _, settings = compare_archs.settings_of(args, base_cfg)
+    settings = {**settings, "threads": 1}
+    raw = compare_archs.row_config(base, compare_archs.ALL_ROWS["srcnn3d"], 10, settings, rel)
+    raw["train"].update({"patch": 8, "batch": 1})
+    try:
+        cal = compare_archs.calibrate(raw, folder, tmp_path / "work", warmup=1, timed=1)
+    finally:
+        shutil.rmtree(folder.parents[1], ignore_errors=True)
+    assert cal["seconds_per_step"] > 0 and cal["timed_steps"] == 1
 
 
 def test_two_rows_run_export_and_are_skipped_when_run_again(folder_config: Path, tmp_path: Path,  # noqa: F811

@@ -175,3 +175,27 @@ def test_gan_circle_trains_its_generator_pair(folder_config: Path, tmp_path: Pat
     assert any(k.startswith("f.") for k in ckpt["generator"]) and set(ckpt["critic"]) >= {"hr.score.weight",
                                                                                            "lr.score.weight"}
     assert not any(k.startswith(("f.", "g.")) for k in torch.load(tmp_path / "run" / "best.pt", weights_only=True))
+
+
+def test_gan_cpce_trains_its_generator_against_the_cpce_critic_from_a_trained_generator(
+        folder_config: Path, tmp_path: Path) -> None:  # noqa: F811
+    from mrisr.archs.critics import LyuCritic
+    from mrisr.training.gan_trainer import build_critic, gan_schedule
+
+    plain = _config(folder_config, "gan-cpce", TINY["gan-cpce"], train={"steps": 2, "validate_every": 2})
+    train(plain, tmp_path / "g")
+    kw = {"config_path": folder_config, "description": "tiny", "log": lambda line: None, "cases": ["iso2-box"]}
+    export_model(plain, tmp_path / "g" / "best.pt", tmp_path / "g-model", **kw)
+    cfg = _config(folder_config, "gan-cpce-wgan", TINY["gan-cpce"], gan={"critic_width": 2, "n_critic": 2},
+                  train={"steps": 2, "validate_every": 2, "batch": 2})
+    critic = build_critic(cfg)
+    assert isinstance(critic, LyuCritic) and critic.kind == "cpce" and gan_schedule(cfg).adv_weight == 0.1
+    start = load_model(tmp_path / "g-model")
+    train(cfg, tmp_path / "run", init=start)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["opt_g"]["state"][0]["step"].item() == 2 and ckpt["opt_c"]["state"][0]["step"].item() == 4
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    init = start.network.state_dict()
+    assert set(best) == set(init) and any(not torch.equal(best[k], init[k]) for k in best)  # started there, moved
+    card = export_model(cfg, tmp_path / "run" / "best.pt", tmp_path / "wgan-model", **kw)
+    assert card.architecture["name"] == "gan-cpce"

@@ -136,3 +136,34 @@ def test_train_command_reports_config_errors_with_exit_2(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["train", "--config", str(bad)])
     assert result.exit_code == 2
     assert "train.stepz: unknown field" in result.output
+
+
+def test_input_blur_is_off_by_default_and_drawn_at_its_rate() -> None:
+    off = config_from_dict({}).degradation
+    on = config_from_dict({"degradation": {"input_blur_probability": 0.5, "input_blur": [0.1, 0.4]}}).degradation
+    rng = np.random.default_rng(3)
+    assert all(sample_acquisition(off, rng).blur == 0.0 for _ in range(100))
+    rng = np.random.default_rng(0)
+    blurs = np.array([sample_acquisition(on, rng).blur for _ in range(400)])
+    assert 0.4 < np.mean(blurs > 0) < 0.6
+    assert blurs[blurs > 0].min() >= 0.1 and blurs.max() <= 0.4
+    with pytest.raises(ConfigError, match=r"degradation\.input_blur_probability"):
+        config_from_dict({"degradation": {"input_blur_probability": 1.5}})
+    with pytest.raises(ConfigError, match=r"degradation\.input_blur: sigmas must be >= 0"):
+        config_from_dict({"degradation": {"input_blur": [-0.5, 0.1]}})
+
+
+def test_input_blur_smooths_the_lr_image_before_interpolation() -> None:
+    # A step edge: the blurred acquisition's spline is the spline of the 3-tap-blurred LR image.
+    from mrisr.degradation import degrade, three_tap_blur
+
+    hr = np.zeros((24, 8, 8), np.float32)
+    hr[12:] = 100
+    sharp = simulate(hr, Acquisition((2, 1, 1), "box"), np.random.default_rng(0))
+    soft = simulate(hr, Acquisition((2, 1, 1), "box", blur=0.5), np.random.default_rng(0))
+    lr, _ = degrade(hr, np.eye(4), (2, 1, 1), psf="box")
+    w = np.exp(-1 / (2 * 0.25))
+    k = np.array([w, 1, w]) / (1 + 2 * w)
+    expected = np.convolve(np.pad(lr[:, 0, 0], 1, mode="edge"), k, mode="valid")
+    np.testing.assert_allclose(three_tap_blur(lr, 0.5)[:, 3, 3], expected, rtol=1e-5, atol=1e-4)
+    assert np.abs(np.diff(soft[:, 3, 3])).max() < np.abs(np.diff(sharp[:, 3, 3])).max()

@@ -135,9 +135,31 @@ def test_at_the_networks_scale_each_output_voxel_lies_in_the_input_voxel_it_copi
     assert np.abs(coord - copied).max() <= 0.5 - 0.25 + 1e-5  # inside the copied voxel (block centres at +-1/4)
 
 
-def test_refuses_a_factor_below_the_scale_and_the_flip_ensemble() -> None:
+def test_refuses_a_factor_below_the_scale() -> None:
     model = _loaded(Replicate((2, 2, 2)), "x2")
     with pytest.raises(MrisrError, match=r"refines voxel axis 2 by 2 .* factor along it is 1\.5"):
         mrisr.upscale(_image(), factor=(2, 2, 1.5), model=model)
-    with pytest.raises(MrisrError, match="flip ensemble"):
-        mrisr.upscale(_image(), factor=2, model=model, ensemble="mean")
+
+
+def test_flip_ensemble_of_a_learned_network_is_the_median_of_its_flipped_passes() -> None:
+    torch.manual_seed(0)
+    net = Georgescu(scale=(1, 1, 2), width=4).eval()
+    img, scale = _image(), (1, 1, 2)
+    vol = np.asarray(img.dataobj, np.float32)
+    intensity = float(mrisr.intensity.robust_scale(vol))
+    passes = []
+    for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]:
+        x = np.ascontiguousarray(np.flip(vol, axes))
+        passes.append(np.flip(whole_volume_upsample(x, net, intensity), axes))
+    out = mrisr.upscale(img, factor=scale, model=_loaded(net), ensemble="median", uncertainty=True,
+                        precision="fp32")
+    np.testing.assert_allclose(np.asarray(out.dataobj), np.median(passes, axis=0), rtol=1e-4, atol=1e-3)
+    std = np.asarray(out.extra["mrisr_std"].dataobj)
+    np.testing.assert_allclose(std, np.std(passes, axis=0), rtol=1e-3, atol=1e-3)
+    assert std.max() > 0  # Georgescu's slice-wise filters are not flip-symmetric: the passes differ
+    report = out.extra["mrisr_report"]
+    assert report.uncertainty["passes"] == 8 and report.uncertainty["ensemble"] == "median"
+    # At a factor above the scale, combined and std are resampled by the spline onto the contract grid.
+    wider = mrisr.upscale(img, factor=(1.5, 1, 2.5), model=_loaded(net), uncertainty=True, precision="fp32")
+    spline = mrisr.upscale(img, factor=(1.5, 1, 2.5), method="spline")
+    assert wider.shape == spline.shape and np.asarray(wider.extra["mrisr_std"].dataobj).min() >= 0

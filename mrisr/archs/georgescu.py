@@ -42,9 +42,11 @@ of their inputs (He-initialised magnitudes, normalised to sum 1); the
 others are He-initialised.
 
 Georgescu et al. also blur training inputs with a random standard deviation
-(section III.C; a degradation setting) and use an 8-way flip self-ensemble
-combined by the median at test time (section IV.E); the ensemble belongs to
-inference: :mod:`mrisr.ensemble`.
+(section III.C: ``degradation.input_blur_probability`` and ``input_blur`` of
+the training configuration, :func:`mrisr.degradation.three_tap_blur`) and use
+an 8-way flip self-ensemble combined by the median at test time (section
+IV.E): :func:`mrisr.upsampling.upscale_learned_ensemble`, ``mrisr upscale
+--ensemble median``.
 
 Parameters (width 32): 57,573 for a stage upsampling two axes by 2, 56,995
 for a stage upsampling one axis by 2 (each slice-wise 3x3 layer has the

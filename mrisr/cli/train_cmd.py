@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+#: GAN modes whose paper starts from a trained generator: the generator's architecture.
+_GAN_STARTS = {"mdcsrn-gan": "mdcsrn", "gan-cpce-wgan": "gan-cpce"}
+
 
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="TOML training configuration.", exists=True,
@@ -72,9 +75,10 @@ def train(
                 from ..registry import load_model
 
                 start = load_model(init)
-            elif cfg.model.arch == "mdcsrn-gan" and not resume:
-                err.print("note: mdcsrn-gan starts from random weights; Chen et al. start from a trained mdcsrn "
-                          "(train and export one, then pass it with --init)", highlight=False)
+            elif cfg.model.arch in _GAN_STARTS and not resume:
+                what = _GAN_STARTS[cfg.model.arch]
+                err.print(f"note: {cfg.model.arch} starts from random weights; its paper starts from a trained "
+                          f"{what} (train and export one, then pass it with --init)", highlight=False)
             best = run_training(cfg, out, config_path=config, resume=resume, on_step=on_step,
                                 stop_after=max_steps, init=start)
     except MrisrError as e:

@@ -53,6 +53,10 @@ class DegradationConfig:
     gaussian_fwhm: tuple[float, float] = (0.7, 1.5)
     noise: tuple[float, float] = (0.005, 0.04)
     noise_probability: float = 0.5
+    # Georgescu et al.'s augmentation: the LR input blurred by a 3-tap Gaussian of random sigma (LR voxels)
+    # with this probability (0: off; the paper: 0.5 and sigma in [0, 0.5]).
+    input_blur: tuple[float, float] = (0.0, 0.5)
+    input_blur_probability: float = 0.0
     bias_probability: float = 0.5
     bias_strength: float = 0.3
     gamma: tuple[float, float] = (0.7, 1.4)
@@ -67,9 +71,10 @@ class DegradationConfig:
 
 #: Values of ``model.arch``: the registered architectures that train on their own, and the two
 #: adversarial training modes (``mdcsrn-gan``: an mdcsrn generator against an SRGAN critic;
+#: ``gan-cpce-wgan``: the gan-cpce generator against Lyu's GAN-CPCE critic;
 #: ``gan-circle``: the GAN-CIRCLE generator pair against two critics; only the generator is exported).
 TRAINABLE = ("recnn", "srcnn3d", "mdcsrn", "gan-cpce", "gan-circle-generator", "rrlsrn", "georgescu",
-             "mdcsrn-gan", "gan-circle")
+             "mdcsrn-gan", "gan-cpce-wgan", "gan-circle")
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GanConfig:
-    """Adversarial training modes only (``model.arch`` = ``mdcsrn-gan`` or ``gan-circle``).
+    """Adversarial training modes only (``model.arch`` = ``mdcsrn-gan``, ``gan-cpce-wgan`` or ``gan-circle``).
 
     Unset schedule fields take the paper's value for the mode (see
     :func:`mrisr.training.gan_trainer.gan_schedule`).
@@ -125,7 +130,7 @@ class GanConfig:
     critic_warmup: int | None = None  # critic-only updates before the first generator update (Chen: 10000)
     extra_critic_every: int | None = None  # every this many generator updates... (Chen: 500)
     extra_critic_steps: int | None = None  # ...this many extra critic updates (Chen: 200)
-    adv_weight: float | None = None   # weight of the adversarial term (Chen: 0.1; GAN-CIRCLE: 1)
+    adv_weight: float | None = None   # weight of the adversarial term (Chen: 0.1; GAN-CPCE: 0.1; GAN-CIRCLE: 1)
     gp_weight: float = 10.0           # WGAN-GP penalty weight
     critic_lr: float = 1e-4
     critic_width: int = 64            # filters of the critics' first layers
@@ -244,6 +249,13 @@ def _check_ranges(cfg: Config) -> None:
     if d.reference and d.source != "icbm152":
         raise ConfigError("data.reference: guided training synthesises its targets from tissue maps; "
                           "it needs data.source = 'icbm152'")
+    dg = cfg.degradation
+    for name, p in {"noise_probability": dg.noise_probability, "bias_probability": dg.bias_probability,
+                    "input_blur_probability": dg.input_blur_probability}.items():
+        if not 0 <= p <= 1:
+            raise ConfigError(f"degradation.{name}: must be in [0, 1], got {p}")
+    if dg.input_blur[0] < 0:
+        raise ConfigError(f"degradation.input_blur: sigmas must be >= 0, got {list(dg.input_blur)}")
     if cfg.degradation.reference_shift < 0:
         raise ConfigError(f"degradation.reference_shift: must be >= 0, got {cfg.degradation.reference_shift}")
     if cfg.degradation.iso_factor[0] < 1 or cfg.degradation.thick_factor[0] < 1 or cfg.degradation.kspace_factor[0] < 1:

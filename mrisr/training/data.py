@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..degradation import add_rician_noise, degrade
+from ..degradation import add_rician_noise, degrade, three_tap_blur
 from ..errors import ConfigError
 from ..geometry import TargetGrid, target_grid
 from ..intensity import robust_scale
@@ -50,18 +50,20 @@ class Subject:
 
 @dataclass(frozen=True)
 class Acquisition:
-    """One simulated acquisition: LR voxel size in HR voxels, PSF, noise."""
+    """One simulated acquisition: LR voxel size in HR voxels, PSF, noise, and the training-only
+    input blur (``blur``: sigma in LR voxels of :func:`~mrisr.degradation.three_tap_blur`, after the noise)."""
 
     factors: tuple[float, float, float]
     psf: str
     fwhm: float = 1.0
     noise: float = 0.0
+    blur: float = 0.0
 
     def describe(self) -> str:
         """Short human-readable label."""
         f = "x".join(f"{v:g}" for v in self.factors)
         return f"{f} {self.psf}" + (f" fwhm={self.fwhm:.2f}" if self.psf in ("gaussian", "slice") else "") + (
-            f" noise={self.noise:.3f}" if self.noise else "")
+            f" noise={self.noise:.3f}" if self.noise else "") + (f" blur={self.blur:.2f}" if self.blur else "")
 
 
 #: Fixed validation acquisitions (factors in HR voxels of 1 mm: spacing in mm).
@@ -156,7 +158,10 @@ def sample_acquisition(d: DegradationConfig, rng: np.random.Generator) -> Acquis
         psf = "kspace"
     fwhm = float(rng.uniform(*d.gaussian_fwhm)) if psf in ("gaussian", "slice") else 1.0
     noise = float(rng.uniform(*d.noise)) if rng.random() < d.noise_probability else 0.0
-    return Acquisition(tuple(float(v) for v in factors), psf, fwhm, noise)  # type: ignore[arg-type]
+    blur = 0.0
+    if d.input_blur_probability > 0 and rng.random() < d.input_blur_probability:  # no draw when off
+        blur = float(rng.uniform(*d.input_blur))
+    return Acquisition(tuple(float(v) for v in factors), psf, fwhm, noise, blur)  # type: ignore[arg-type]
 
 
 def hr_grid_in_lr(shape: tuple[int, int, int], lr_grid: TargetGrid) -> TargetGrid:
@@ -179,6 +184,7 @@ def simulate(hr: np.ndarray, acq: Acquisition, rng: np.random.Generator, order: 
     lr_grid = target_grid(np.eye(4), hr.shape, acq.factors)
     if acq.noise > 0:
         lr = add_rician_noise(lr, acq.noise, rng)
+    lr = three_tap_blur(lr, acq.blur)
     return resample_to_grid(lr, hr_grid_in_lr(hr.shape, lr_grid), order=order)
 
 

@@ -1,4 +1,4 @@
-"""Adversarial training modes: ``mdcsrn-gan`` (Chen et al.) and ``gan-circle`` (Lyu et al.).
+"""Adversarial training modes: ``mdcsrn-gan`` (Chen et al.), ``gan-cpce-wgan`` and ``gan-circle`` (Lyu et al.).
 
 :func:`mrisr.training.trainer.train` hands a configuration whose
 ``model.arch`` is a GAN mode to :func:`train_gan`. One *step* of
@@ -15,6 +15,15 @@
   critic-only updates first, then 5 critic updates per generator update, and
   200 extra critic updates after every 500 generator updates; generator Adam
   at 5e-6 (``train.lr``; not set for you).
+* ``gan-cpce-wgan``: GAN-CPCE, the :class:`~mrisr.archs.lyu.CPCE` generator
+  (``gan-cpce``, exported as such) against :class:`~mrisr.archs.critics.LyuCritic`
+  (``"cpce"``: 6 convolutions and 2 fully-connected layers), WGAN-GP,
+  5 critic updates per generator update. Lyu et al.'s loss is
+  ``adversarial + lambda_p * perceptual`` with VGG-19 features, which cannot
+  be downloaded here: :func:`~mrisr.training.gan.sr_gan_loss` keeps L1 as the
+  content term (or features of a network of ours), so the balance is ours:
+  ``L1 + 0.1 * adversarial``, as mDCSRN-GAN's (the paper gives no lambda_p).
+  ``--init`` takes a trained ``gan-cpce`` model.
 * ``gan-circle``: the :class:`~mrisr.archs.lyu.GANCircle` pair (G and F)
   against two :class:`~mrisr.archs.critics.LyuCritic` (``"circle"``; ``hr``
   judges G(x), ``lr`` judges F(y)), :func:`mrisr.training.gan.gan_circle_loss`,
@@ -59,6 +68,7 @@ from .trainer import (RunState, atomic_save, autocast, factor_condition, init_fr
 #: The papers' schedules, for ``[gan]`` fields left unset.
 PAPER_SCHEDULES: dict[str, dict[str, float]] = {
     "mdcsrn-gan": {"critic_warmup": 10000, "extra_critic_every": 500, "extra_critic_steps": 200, "adv_weight": 0.1},
+    "gan-cpce-wgan": {"critic_warmup": 0, "extra_critic_every": 0, "extra_critic_steps": 0, "adv_weight": 0.1},
     "gan-circle": {"critic_warmup": 0, "extra_critic_every": 0, "extra_critic_steps": 0, "adv_weight": 1.0},
 }
 
@@ -106,17 +116,20 @@ def critic_updates(step: int, schedule: GanSchedule) -> int:
 
 
 def build_critic(cfg: Config) -> nn.Module:
-    """The critic of the mode: one SRGAN critic, or ``ModuleDict(hr=..., lr=...)`` of GAN-CIRCLE critics."""
+    """The critic of the mode: an SRGAN or GAN-CPCE critic, or ``ModuleDict(hr=..., lr=...)`` of GAN-CIRCLE
+    critics."""
     patch = cfg.train.patch if cfg.gan.critic_flatten else None
     if cfg.model.arch == "mdcsrn-gan":
         return SRGANCritic(width=cfg.gan.critic_width, patch_size=patch)
+    if cfg.model.arch == "gan-cpce-wgan":
+        return LyuCritic("cpce", width=cfg.gan.critic_width, patch_size=patch)
     return nn.ModuleDict({side: LyuCritic("circle", width=cfg.gan.critic_width, patch_size=patch)
                           for side in ("hr", "lr")})
 
 
 def build_generator(cfg: Config) -> tuple[nn.Module, nn.Module, Callable]:
     """``(trained generator module, exported generator, generator loss function)`` of the mode."""
-    if cfg.model.arch == "mdcsrn-gan":
+    if cfg.model.arch in ("mdcsrn-gan", "gan-cpce-wgan"):
         g = build_network(cfg)
         return g, g, sr_gan_loss(g)
     pair = build_generator_pair(cfg)

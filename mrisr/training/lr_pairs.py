@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..degradation import add_rician_noise, degrade
+from ..degradation import add_rician_noise, degrade, three_tap_blur
 from ..geometry import TargetGrid, block_average_affine, target_grid
 
 
@@ -65,11 +65,12 @@ def scale_preserving_permutation(scale: Sequence[int], rng: np.random.Generator)
 
 
 def degrade_to_lr(hr: np.ndarray, acquisition, rng: np.random.Generator) -> np.ndarray:
-    """The LR volume of ``hr`` under ``acquisition`` (integer factors dividing the shape), with its noise."""
+    """The LR volume of ``hr`` under ``acquisition`` (integer factors dividing the shape), with its noise
+    and input blur."""
     lr, _ = degrade(hr, np.eye(4), acquisition.factors, psf=acquisition.psf, fwhm=acquisition.fwhm)
     if acquisition.noise > 0:
         lr = add_rician_noise(lr, acquisition.noise, rng)
-    return lr
+    return three_tap_blur(lr, acquisition.blur)
 
 
 def centre_pair(hr: np.ndarray, lr: np.ndarray, margin: int, patch: int,

@@ -11,7 +11,7 @@ exported, the training *mode* and the loss of its paper:
   ``scale``, output the whole high-resolution patch (``rrlsrn``,
   ``georgescu``; :mod:`mrisr.training.lr_pairs`);
 * ``gan``: adversarial training of an interpolated-input generator
-  (``mdcsrn-gan``, ``gan-circle``; :mod:`mrisr.training.gan_trainer`).
+  (``mdcsrn-gan``, ``gan-cpce-wgan``, ``gan-circle``; :mod:`mrisr.training.gan_trainer`).
 
 Constructor arguments: a ``recnn`` without a preset takes ``model.depth``,
 ``width`` and ``kernel`` (as before presets existed, so older configurations
@@ -73,6 +73,7 @@ TRAINABLES: dict[str, Trainable] = {
     "rrlsrn": Trainable("rrlsrn", "upsampling", "charbonnier+gdl", paper_weight=1.0),
     "georgescu": Trainable("georgescu", "upsampling", "l1"),
     "mdcsrn-gan": Trainable("mdcsrn", "gan", None),
+    "gan-cpce-wgan": Trainable("gan-cpce", "gan", None),
     "gan-circle": Trainable("gan-circle-generator", "gan", None),
 }
 

@@ -248,7 +248,7 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
           stop_after: int | None = None, init: LoadedModel | None = None) -> Path:
     """Train per ``cfg`` into ``run_dir``; returns the path of the best weights.
 
-    GAN modes (``model.arch`` ``mdcsrn-gan``, ``gan-circle``) are trained by
+    GAN modes (``model.arch`` ``mdcsrn-gan``, ``gan-cpce-wgan``, ``gan-circle``) are trained by
     :func:`mrisr.training.gan_trainer.train_gan`, with the same arguments.
 
     Args:
