@@ -44,7 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "models" / "recnn-d8w32" / "train.toml"
 #: Cases measured besides the configuration's own: more box acquisitions, an isotropic k-space one, more noise.
-EXTRA_CASES = ("iso2-box", "iso3-box", "thick4-box", "iso2-box-noise", "iso2-kspace", "thick4-slice-noise")
+EXTRA_CASES = ("iso2-box", "iso3-box", "thick4-box", "iso2-box-noise", "iso2-kspace", "thick4-slice-noise",
+               "thick4x-slice")
 #: The acceptance rule of --consistency: PSNR loss at most this (dB) against the raw network.
 MAX_PSNR_LOSS = 0.1
 

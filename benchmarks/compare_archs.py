@@ -3,7 +3,8 @@
 The protocol of docs/models.md, "Comparison under one protocol":
 
 * **Data, hold-out, acquisitions**: those of the default model,
-  ``models/recnn-d8w32/train.toml`` (``--base-config``): each row's
+  ``models/recnn-d8w32/train-stage2.toml`` (``--base-config``; the mix of
+  its second stage, before the fine-tuning stages 3 and 4): each row's
   configuration is that file with ``[model]`` and the schedule replaced
   (learning rate, minimum and warm-up of its first stage, trained from random
   weights; ``train.loss = "auto"``, each paper's loss, unless ``--loss``).
@@ -79,7 +80,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE_CONFIG = ROOT / "models" / "recnn-d8w32" / "train.toml"
+#: The default model's from-scratch data mix (its stage 2; stages 3 and 4 fine-tune towards thick slices).
+BASE_CONFIG = ROOT / "models" / "recnn-d8w32" / "train-stage2.toml"
 #: The schedule of the default model's first stage (``train-stage1.toml``: from random weights).
 SCHEDULE = {"lr": 1e-3, "min_lr": 1e-5, "warmup": 100}
 #: Acquisitions every row is evaluated on (``--cases`` adds more).
@@ -217,7 +219,7 @@ def row_config(base: dict[str, Any], row: Row, steps: int, settings: dict[str, A
         "warmup": min(SCHEDULE["warmup"], max(1, steps // 10)),
         "loss": "auto" if _is_gan(row) else settings["loss"], "threads": settings["threads"],
         "validate_every": steps, "checkpoint_every": max(1, math.ceil(steps / 20)),
-        "validation_cases": cases, "validation_contrasts": ["t1"], **row.train})
+        "validation_cases": cases, "validation_contrasts": ["t1"], "average_from": 0, **row.train})
     if _is_gan(row):
         gan = {k: v for k, v in base["gan"].items() if v is not None}
         raw["gan"] = {**gan, "critic_warmup": base["gan"]["n_critic"] * math.ceil(GAN_CRITIC_WARMUP * steps),

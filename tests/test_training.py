@@ -167,3 +167,26 @@ def test_input_blur_smooths_the_lr_image_before_interpolation() -> None:
     expected = np.convolve(np.pad(lr[:, 0, 0], 1, mode="edge"), k, mode="valid")
     np.testing.assert_allclose(three_tap_blur(lr, 0.5)[:, 3, 3], expected, rtol=1e-5, atol=1e-4)
     assert np.abs(np.diff(soft[:, 3, 3])).max() < np.abs(np.diff(sharp[:, 3, 3])).max()
+
+
+def test_weight_average_is_the_mean_of_the_weights_since_its_step_and_resumes(folder_config: Path,
+                                                                               tmp_path: Path) -> None:
+    base = load_config(folder_config)
+    raw = base.to_dict()
+    raw["train"].update({"average_from": 7, "checkpoint_every": 1})  # steps = 8: the mean of steps 7 and 8
+    cfg = config_from_dict(raw, base_dir=base.base_dir)
+    train(cfg, tmp_path / "full")
+    train(cfg, tmp_path / "split", stop_after=7)
+    w7 = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["model"]
+    train(cfg, tmp_path / "split", resume=True)
+    w8 = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["model"]
+    avg = torch.load(tmp_path / "full" / "average.pt", weights_only=True)
+    for k in w8:
+        torch.testing.assert_close(avg[k], (w7[k].float() + w8[k].float()) / 2, rtol=1e-6, atol=1e-7)
+    split = torch.load(tmp_path / "split" / "average.pt", weights_only=True)
+    assert all(torch.equal(avg[k], split[k]) for k in avg)  # resumed: the same average, bit for bit
+    assert not any(torch.equal(avg[k], w8[k]) for k in avg if avg[k].numel() > 1)
+    with pytest.raises(ConfigError, match=r"train\.average_from: must be in \[0, train\.steps = 8\]"):
+        config_from_dict({**raw, "train": {**raw["train"], "average_from": 9}})
+    with pytest.raises(ConfigError, match=r"train\.average_from: weight averaging is for supervised"):
+        config_from_dict({"model": {"arch": "mdcsrn-gan"}, "train": {"average_from": 1}})

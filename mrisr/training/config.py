@@ -116,6 +116,9 @@ class TrainConfig:
     validation_cases: list[str] = field(default_factory=lambda: ["iso2-box", "thick4-slice", "kspace2x2-kspace"])
     validation_contrasts: list[str] = field(default_factory=list)  # empty: the named contrasts trained on
     grad_clip: float = 1.0
+    # Weight averaging (Polyak; SWA with a cosine tail): from this step on, the equal-weight running mean of the
+    # weights after every step is kept and written as average.pt (0: off). Supervised modes only.
+    average_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,8 @@ def _check_ranges(cfg: Config) -> None:
         v = getattr(g, name)
         if v is not None and v < 0:
             raise ConfigError(f"gan.{name}: must be >= 0, got {v}")
+    if not 0 <= t.average_from <= t.steps:
+        raise ConfigError(f"train.average_from: must be in [0, train.steps = {t.steps}], got {t.average_from}")
     if t.intermediate_weight < 0 or t.gdl_weight < 0:
         raise ConfigError("train.intermediate_weight, train.gdl_weight: must be >= 0")
 

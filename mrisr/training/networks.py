@@ -174,6 +174,9 @@ def check_model(cfg: Config) -> None:
     if cfg.data.reference and spec.mode != "interpolated":
         raise ConfigError(f"data.reference: guided training needs an interpolated-input network; "
                           f"model.arch {cfg.model.arch!r} trains in mode {spec.mode!r}")
+    if spec.mode == "gan" and cfg.train.average_from:
+        raise ConfigError(f"train.average_from: weight averaging is for supervised training; GAN mode "
+                          f"{cfg.model.arch!r} does not average, got {cfg.train.average_from}")
     if spec.mode == "gan" and cfg.train.loss != "auto":
         raise ConfigError(f"train.loss: GAN mode {cfg.model.arch!r} uses its paper's losses (see the [gan] "
                           f"section); leave train.loss at 'auto', got {cfg.train.loss!r}")

@@ -2,7 +2,9 @@
 
 A run folder holds ``config.toml`` (the exact configuration), ``checkpoint.pt``
 (model, optimiser, step: written every ``checkpoint_every`` steps, atomically),
-``best.pt`` (weights of the best validation so far), and ``log.jsonl`` (one
+``best.pt`` (weights of the best validation so far), ``average.pt`` (with
+``train.average_from``: the running mean of the weights since that step, also
+kept in the checkpoint) and ``log.jsonl`` (one
 record per logged step and per validation). Resuming from a checkpoint
 continues bit-for-bit: each step's batch depends only on (seed, step).
 
@@ -190,10 +192,49 @@ def atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: RunState, cfg: Config) -> None:
-    """Write model, optimiser and step atomically (temp file + rename)."""
+def save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: RunState, cfg: Config,
+                    average: WeightAverage | None = None) -> None:
+    """Write model, optimiser, step (and the weight average) atomically (temp file + rename)."""
+    extra = {} if average is None else {"average": average.state_dict()}
     atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": state.step,
-                 "best_gain": state.best_gain, "config": cfg.to_dict()}, path)
+                 "best_gain": state.best_gain, "config": cfg.to_dict(), **extra}, path)
+
+
+class WeightAverage:
+    """The equal-weight running mean of a network's weights over the steps it is updated at
+    (``train.average_from``), in float32.
+
+    Example:
+        >>> net = torch.nn.Linear(1, 1, bias=False)
+        >>> avg = WeightAverage()
+        >>> for w in (1.0, 2.0, 6.0):
+        ...     _ = net.weight.data.fill_(w); avg.update(net)
+        >>> avg.count, float(avg.weights["weight"])
+        (3, 3.0)
+    """
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def update(self, net: torch.nn.Module) -> None:
+        """Fold the current weights into the mean."""
+        self.count += 1
+        with torch.no_grad():
+            for name, value in net.state_dict().items():
+                v = value.detach().float()
+                if name not in self.weights:
+                    self.weights[name] = v.clone()
+                else:
+                    self.weights[name] += (v - self.weights[name]) / self.count
+
+    def state_dict(self) -> dict:
+        """Weights (contiguous copies) and count, for a checkpoint or ``average.pt``."""
+        return {"weights": {k: v.contiguous().clone() for k, v in self.weights.items()}, "count": self.count}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restore from :meth:`state_dict`."""
+        self.weights, self.count = dict(saved["weights"]), int(saved["count"])
 
 
 def log_record(run_dir: Path, record: dict) -> None:
@@ -273,10 +314,13 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
     state = RunState(step=0, best_gain=-math.inf)
     ckpt = run_dir / "checkpoint.pt"
     saved = open_run(cfg, run_dir, config_path, resume, init, lambda model: init_from(net, model))
+    average = WeightAverage() if cfg.train.average_from > 0 else None
     if saved is not None:
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = RunState(step=int(saved["step"]), best_gain=float(saved["best_gain"]))
+        if average is not None and "average" in saved:
+            average.load_state_dict(saved["average"])
     subjects = load_subjects(cfg)
     scale = upsampling_scale(net)
     sampler = PatchSampler(cfg, subjects, scale=scale)
@@ -298,6 +342,8 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
         opt.step()
         state.step += 1
+        if average is not None and state.step >= cfg.train.average_from:
+            average.update(net)
         gain = None
         if state.step % cfg.train.validate_every == 0 or state.step == cfg.train.steps:
             gain = validation_point(run_dir, net, cases, cfg, state, time.time() - t0)
@@ -305,7 +351,9 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
             log_record(run_dir, {"step": state.step, "loss": loss.item(), "lr": lr_at(state.step - 1, cfg),
                                  "time": time.time() - t0})
         if state.step % cfg.train.checkpoint_every == 0 or state.step == end:
-            save_checkpoint(ckpt, net, opt, state, cfg)
+            save_checkpoint(ckpt, net, opt, state, cfg, average)
+            if average is not None and average.count:
+                atomic_save(average.state_dict()["weights"], run_dir / "average.pt")
         if on_step is not None:
             on_step(state.step, loss.item(), gain)
     return run_dir / "best.pt"
