@@ -685,7 +685,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--contrasts", nargs="+", default=["t1"], choices=["t1", "t2", "flair", "pd"])
     ap.add_argument("--loss", default="auto", choices=["auto", "l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl"],
                     help="train.loss of every non-GAN row (auto: each paper's)")
-    ap.add_argument("--lr", type=float, default=SCHEDULE["lr"], help="peak learning rate (mdcsrn-gan, gan-cpce-wgan: 5e-6)")
+    ap.add_argument("--lr", type=float, default=SCHEDULE["lr"],
+                    help="peak learning rate (mdcsrn-gan, gan-cpce-wgan: 5e-6)")
     ap.add_argument("--calibrate-steps", type=int, default=10, help="timed calibration steps (10)")
     ap.add_argument("--warmup-steps", type=int, default=3, help="untimed calibration steps first (3)")
     ap.add_argument("--base-config", type=Path, default=BASE_CONFIG, help="data, hold-out and degradations")

@@ -5,7 +5,8 @@ run on the interpolated volume flipped along every subset of the three voxel
 axes (8 passes), each output is flipped back, and the 8 results are combined
 voxel by voxel (mean or median; Georgescu et al. use the median). A
 learned-upsampling network runs on the flipped low-resolution input instead
-(:func:`flip_passes`, :func:`mrisr.upsampling.upscale_learned_ensemble`). Flips keep every axis in place, so the
+(:func:`flip_passes`, :func:`mrisr.upsampling.upscale_learned_ensemble`).
+Flips keep every axis in place, so the
 per-axis upsampling factors a conditioned network receives are the same for
 every pass. The network was trained with random flips, so each pass is an
 equally valid estimate; where they disagree the network is guessing.
@@ -210,4 +211,5 @@ def flip_passes(data: np.ndarray, run: Callable[[np.ndarray, Callable[[int, int]
     return np.ascontiguousarray(combined, np.float32), std, stats
 
 
-__all__ = ["flip_ensemble", "flip_passes", "EnsembleStats", "std_path", "std_summary", "FLIPS", "COMBINES", "STD_SUFFIX"]
+__all__ = ["flip_ensemble", "flip_passes", "EnsembleStats", "std_path", "std_summary", "FLIPS", "COMBINES",
+           "STD_SUFFIX"]
