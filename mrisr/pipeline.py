@@ -563,16 +563,13 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
     for t in range(n):
         ticker = _Ticker(progress, t, n)
         vol = data if data.ndim == 3 else data[..., t]
-        if learned and std_out is not None:
-            result, std, summary = _upsample_ensemble(vol, grid, loaded, report, order, antialias, engine_kw,
-                                                      ticker, ensemble)  # type: ignore[arg-type]
-            std_stats.append(summary)
-            std_out[(...,) if data.ndim == 3 else (..., t)] = std
+        if learned:  # learned upsampling: the network on the input grid, then the spline (mrisr.upsampling)
+            result, std, summary = _upsample(vol, grid, loaded, report, order, antialias, engine_kw, ticker,
+                                             ensemble if std_out is not None else None)
+            if std_out is not None:
+                std_stats.append(summary)  # type: ignore[arg-type]
+                std_out[(...,) if data.ndim == 3 else (..., t)] = std
             del std
-            spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
-            network = result if tracker is not None else None
-        elif learned:  # learned upsampling: the network on the input grid, then the spline (mrisr.upsampling)
-            result = _upsample(vol, grid, loaded, report, order, antialias, engine_kw, ticker)
             spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
             network = result if tracker is not None else None
         else:
@@ -615,9 +612,12 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
 
 
 def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleReport, order: int, antialias: bool,
-              engine_kw: dict, ticker: _Ticker) -> np.ndarray:
-    """A learned-upsampling model's result on ``grid`` (:func:`mrisr.upsampling.upscale_learned`)."""
-    from .upsampling import upscale_learned
+              engine_kw: dict, ticker: _Ticker, combine: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """A learned-upsampling model's result on ``grid`` (:func:`mrisr.upsampling.upscale_learned`), or with
+    ``combine`` its flip ensemble (:func:`mrisr.upsampling.upscale_learned_ensemble`): ``(result, std or None,
+    std summary or None)``."""
+    from .upsampling import upscale_learned, upscale_learned_ensemble
 
     t0 = time.perf_counter()
 
@@ -625,31 +625,18 @@ def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleRep
         if total:
             ticker.set(0.9 * min(done / total, 1.0))
 
-    result, stats = upscale_learned(vol, grid, loaded, order=order, antialias=antialias, progress=on_tiles,
-                                    **engine_kw)
+    kw = {"order": order, "antialias": antialias, "progress": on_tiles, **engine_kw}
+    std = summary = None
+    if combine is None:
+        result, stats = upscale_learned(vol, grid, loaded, **kw)
+        engine_stats = [stats]
+    else:
+        result, std, ens = upscale_learned_ensemble(vol, grid, loaded, combine, **kw)
+        engine_stats, summary = ens.engine, {"passes": ens.passes, **ens.std}
     report.timings["network"] += time.perf_counter() - t0
-    _merge_stats(report, stats)
-    return result
-
-
-def _upsample_ensemble(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleReport, order: int,
-                       antialias: bool, engine_kw: dict, ticker: _Ticker, combine: str
-                       ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """A learned-upsampling model under the flip ensemble (:func:`mrisr.upsampling.upscale_learned_ensemble`)."""
-    from .upsampling import upscale_learned_ensemble
-
-    t0 = time.perf_counter()
-
-    def on_tiles(done: int, total: int) -> None:
-        if total:
-            ticker.set(0.9 * min(done / total, 1.0))
-
-    result, std, stats = upscale_learned_ensemble(vol, grid, loaded, combine, order=order, antialias=antialias,
-                                                  progress=on_tiles, **engine_kw)
-    report.timings["network"] += time.perf_counter() - t0
-    for st in stats.engine:
+    for st in engine_stats:
         _merge_stats(report, st)
-    return result, std, {"passes": stats.passes, **stats.std}
+    return result, std, summary
 
 
 def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,

@@ -199,7 +199,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     import torch
 
     from .device import cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device, resolve_precision
-    from .engine import BACKGROUND, EngineStats, _check_volume, _patch_sides, _positive, bytes_per_voxel
+    from .engine import (BACKGROUND, MAX_RETRIES, EngineStats, _check_volume, _patch_sides, _positive, _shrink,
+                         bytes_per_voxel)
     from .errors import ModelError
     from .intensity import robust_scale
 
@@ -227,14 +228,11 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
                                    precision=prec, out=out, background=background, progress=progress)
                 break
             except Exception as exc:
-                if not is_out_of_memory(exc) or retries >= 8 or (plan.batch_size == 1 and budget <= 1):
+                if not is_out_of_memory(exc) or retries >= MAX_RETRIES:
                     raise
             empty_cache(dev)
             retries += 1
-            if plan.batch_size > 1:
-                batch_size = plan.batch_size // 2
-            else:
-                sides, budget = None, max(1, math.prod(plan.patch_shape) // 2)
+            sides, batch_size, budget = _shrink(plan, sides, budget)  # the engine's rule: batch, then patch
         n_threads = torch.get_num_threads()
     stats = EngineStats(device=str(dev), precision=prec, patch_size=plan.patch_shape, halo=plan.halo,
                         batch_size=plan.batch_size, n_patches=len(plan.tiles), n_skipped=int(counts["skipped"]),
@@ -257,6 +255,17 @@ def whole_volume_upsample(data: np.ndarray, network: Any, intensity: float | Non
     return (y * np.float32(intensity)).astype(np.float32)
 
 
+def _scale_for(model: Any, grid: TargetGrid) -> tuple[int, int, int]:
+    """The model's integer scale, checked against ``grid``'s factors (:func:`check_factors`)."""
+    from .errors import ModelError
+
+    scale = upsampling_scale(model.network)
+    if scale is None:
+        raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
+    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {model.name!r}")
+    return scale
+
+
 def upscale_learned(data: np.ndarray, grid: TargetGrid, model: Any, *, order: int = 3, antialias: bool = True,
                     progress: Callable[[int, int], None] | None = None,
                     **engine_kw: Any) -> tuple[np.ndarray, Any]:
@@ -277,13 +286,8 @@ def upscale_learned(data: np.ndarray, grid: TargetGrid, model: Any, *, order: in
     Raises:
         MrisrError: for a factor below the network's scale (:func:`check_factors`).
     """
-    from .errors import ModelError
-
     engine_kw.pop("factors", None)
-    scale = upsampling_scale(model.network)
-    if scale is None:
-        raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
-    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {model.name!r}")
+    scale = _scale_for(model, grid)
     refined, stats = upsample(data, model, progress=progress, **engine_kw)
     return resample_to_grid(refined, grid_on_refined(grid, scale), order=order, antialias=antialias), stats
 
@@ -313,13 +317,9 @@ def upscale_learned_ensemble(data: np.ndarray, grid: TargetGrid, model: Any, com
         ((6, 6, 8), 8, 'median', True)
     """
     from .ensemble import flip_passes
-    from .errors import ModelError
 
     engine_kw.pop("factors", None)
-    scale = upsampling_scale(model.network)
-    if scale is None:
-        raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
-    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {model.name!r}")
+    scale = _scale_for(model, grid)
     refined, std, stats = flip_passes(data, lambda x, on: upsample(x, model, progress=on, **engine_kw),
                                       combine, progress)
     on_refined = grid_on_refined(grid, scale)

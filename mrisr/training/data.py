@@ -164,6 +164,14 @@ def sample_acquisition(d: DegradationConfig, rng: np.random.Generator) -> Acquis
     return Acquisition(tuple(float(v) for v in factors), psf, fwhm, noise, blur)  # type: ignore[arg-type]
 
 
+def random_flips(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flip input ``x`` (channels first) and target ``y`` together along each voxel axis with probability 1/2."""
+    for ax in range(3):
+        if rng.random() < 0.5:
+            x, y = np.flip(x, ax + 1), np.flip(y, ax)
+    return x, y
+
+
 def hr_grid_in_lr(shape: tuple[int, int, int], lr_grid: TargetGrid) -> TargetGrid:
     """The HR crop's grid seen from the LR image's voxel coordinates.
 
@@ -296,9 +304,7 @@ class PatchSampler:
             perm = tuple(int(v) for v in rng.permutation(3))
             x, y, factors = x.transpose((0, *(a + 1 for a in perm))), y.transpose(perm), factors[list(perm)]
         if d.flips:
-            for ax in range(3):
-                if rng.random() < 0.5:
-                    x, y = np.flip(x, ax + 1), np.flip(y, ax)
+            x, y = random_flips(x, y, rng)
         return np.ascontiguousarray(x), np.ascontiguousarray(y), factors
 
     def lr_example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -313,9 +319,7 @@ class PatchSampler:
             perm = scale_preserving_permutation(scale, rng)
             x, y = x.transpose((0, *(a + 1 for a in perm))), y.transpose(perm)
         if d.flips:
-            for ax in range(3):
-                if rng.random() < 0.5:
-                    x, y = np.flip(x, ax + 1), np.flip(y, ax)
+            x, y = random_flips(x, y, rng)
         return np.ascontiguousarray(x), np.ascontiguousarray(y), np.asarray(scale, dtype=np.float32)
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
