@@ -552,6 +552,9 @@ def markdown(results: dict, settings: dict) -> str:
         if "error" in e and not e.get("trained"):
             lines.append(f"| {name} | failed: {e['error'].splitlines()[0][:80]} |")
             continue
+        if "preset" not in e:  # calibrated only: another process is training it, or it was stopped
+            lines.append(f"| {name} | not trained yet |")
+            continue
         head_s = f"{e['head']['seconds']:.1f} ({e['head']['input']})" if "head" in e else "-"
         per_step = e["calibration"]["seconds_per_step"] if "calibration" in e else (
             e.get("train_seconds", 0) / max(1, e.get("steps", 1)))

@@ -109,3 +109,13 @@ def test_two_rows_run_export_and_are_skipped_when_run_again(folder_config: Path,
     assert capsys.readouterr().out.count("finished, skipped") == 2
     with pytest.raises(SystemExit, match="another protocol"):
         compare_archs.main([*argv[:2], "--steps", "3", *argv[4:]])
+
+
+def test_table_lists_a_row_that_is_only_calibrated() -> None:
+    # another process sharing --out has calibrated the row but not started training it
+    protocol = {"base_config": "cfg.toml", "budget_minutes": 30.0, "steps": None, "threads": 1, "lr": 1e-3,
+                "loss": "auto", "batch": 8, "patch": 32, "precision": "bf16", "seed": 1}
+    settings = {**protocol, "cases": ["iso2-box"], "contrasts": ["t1"], "head_timing": False, "head_threads": 2}
+    results = {"protocol": protocol, "rows": {"srcnn3d": {"calibration": {"seconds_per_step": 0.9}}}}
+    table = compare_archs.markdown(results, settings)
+    assert "| srcnn3d | not trained yet |" in table
