@@ -37,7 +37,9 @@ The protocol of docs/models.md, "Comparison under one protocol":
   through ``mrisr.engine.enhance`` or ``mrisr.upsampling.upscale_learned``,
   PSNR and SSIM against the cubic spline of the same low-resolution volume.
   A learned-upsampling row is evaluated on the acquisitions whose factors are
-  its scale (the others are refused by ``upscale``).
+  its scale (the others are refused by ``upscale``). The Georgescu rows are also
+  evaluated with the paper's 8-flip median self-ensemble (``Row.ensemble``;
+  ``mrisr upscale --ensemble median``), a second line of the table.
 * **Cost**: parameters; FLOPs per output voxel (forward hooks on Conv3d,
   ConvTranspose3d and Linear: 2 x multiply-adds of one forward pass for a
   32^3 output, divided by 32^3; the input is the low-resolution patch for
@@ -104,6 +106,7 @@ class Row:
         init: Row whose exported model this one starts from (``--init``).
         degradation: ``[degradation]`` additions of the paper's own training (augmentations only: the
             acquisitions stay those of the protocol).
+        ensemble: Also evaluate the paper's 8-flip median self-ensemble (learned upsampling only).
     """
 
     name: str
@@ -111,15 +114,17 @@ class Row:
     train: dict[str, Any] = field(default_factory=dict)
     init: str = ""
     degradation: dict[str, Any] = field(default_factory=dict)
+    ensemble: bool = False
 
 
 #: Georgescu et al.'s augmentation (section III.C): half of the inputs blurred, sigma in [0, 0.5].
 GEORGESCU_BLUR = {"input_blur": [0.0, 0.5], "input_blur_probability": 0.5}
 
 
-def _learned(arch: str, preset: str, scale: list[int], degradation: dict[str, Any] | None = None) -> Row:
+def _learned(arch: str, preset: str, scale: list[int], degradation: dict[str, Any] | None = None,
+             ensemble: bool = False) -> Row:
     return Row(f"{arch}-{'x'.join(map(str, scale))}", {"arch": arch, "preset": preset, "params": {"scale": scale}},
-               degradation=degradation or {})
+               degradation=degradation or {}, ensemble=ensemble)
 
 
 ROWS: tuple[Row, ...] = (
@@ -131,8 +136,8 @@ ROWS: tuple[Row, ...] = (
     Row("gan-cpce", {"arch": "gan-cpce", "preset": "lyu"}),
     _learned("rrlsrn", "song", [2, 2, 2]),
     _learned("rrlsrn", "song", [1, 1, 4]),
-    _learned("georgescu", "georgescu", [2, 2, 2], GEORGESCU_BLUR),
-    _learned("georgescu", "georgescu", [1, 1, 4], GEORGESCU_BLUR),
+    _learned("georgescu", "georgescu", [2, 2, 2], GEORGESCU_BLUR, ensemble=True),
+    _learned("georgescu", "georgescu", [1, 1, 4], GEORGESCU_BLUR, ensemble=True),
 )
 #: Adversarial modes (``--gan``): mDCSRN-GAN fine-tunes the trained mdcsrn-b4u4 at Chen et al.'s rate,
 #: GAN-CPCE the trained gan-cpce at the same rate.
@@ -491,14 +496,16 @@ def check_protocol(results: dict, protocol: dict) -> None:
                          f"(was vs now: {diff}); use another --out")
 
 
-def _evaluated(entry: dict, cases: list[str], contrasts: list[str]) -> bool:
+def _evaluated(entry: dict, row: Row, cases: list[str], contrasts: list[str]) -> bool:
+    """Whether the row's evaluation covers ``cases`` and ``contrasts`` (and its ensemble, if it has one)."""
     done = entry.get("evaluated", {"cases": [], "contrasts": []})
-    return set(cases) <= set(done["cases"]) and set(contrasts) <= set(done["contrasts"])
+    ensemble = all("psnr_ensemble" in r for r in entry.get("evaluation", [])) if row.ensemble else True
+    return set(cases) <= set(done["cases"]) and set(contrasts) <= set(done["contrasts"]) and ensemble
 
 
 def row_finished(entry: dict, row: Row, settings: dict) -> bool:
     """Whether a row has its training, the requested evaluation, its cost and (unless skipped) head timing."""
-    return (entry.get("trained", False) and _evaluated(entry, row_cases(row, settings["cases"]),
+    return (entry.get("trained", False) and _evaluated(entry, row, row_cases(row, settings["cases"]),
                                                        settings["contrasts"])
             and "params" in entry and ("head" in entry or not settings["head_timing"]))
 
@@ -511,11 +518,12 @@ def _requested(rows: list[dict], cases: list[str]) -> list[dict]:
     return [{**r, "requested": labels.get(r["acquisition"])} for r in rows]
 
 
-def _cell(entry: dict, contrast: str, case: str) -> str:
+def _cell(entry: dict, contrast: str, case: str, of: str = "model") -> str:
+    """PSNR / SSIM (gains) of the network (``of="model"``) or its flip ensemble (``"ensemble"``)."""
     for r in entry.get("evaluation", []):
-        if r["contrast"] == contrast and r.get("requested") == case:
-            return (f"{r['psnr_model']:.2f} / {r['ssim_model']:.4f} "
-                    f"({r['psnr_gain']:+.2f} / {r['ssim_gain']:+.4f})")
+        if r["contrast"] == contrast and r.get("requested") == case and f"psnr_{of}" in r:
+            return (f"{r[f'psnr_{of}']:.2f} / {r[f'ssim_{of}']:.4f} "
+                    f"({r[f'psnr_{of}'] - r['psnr_spline']:+.2f} / {r[f'ssim_{of}'] - r['ssim_spline']:+.4f})")
     return "n/a (scale)" if entry.get("scale") else "-"
 
 
@@ -561,6 +569,9 @@ def markdown(results: dict, settings: dict) -> str:
         lines.append(f"| {name} | {e['preset']} | {e.get('params', 0):,} | {e.get('flops_per_voxel', 0) / 1e6:.2f} M "
                      f"| {per_step:.2f} | {e.get('steps', '-')} | "
                      + " | ".join(_cell(e, c, a) for c, a in pairs) + f" | {head_s} |")
+        if ALL_ROWS[name].ensemble and any("psnr_ensemble" in r for r in e.get("evaluation", [])):
+            lines.append(f"| {name} + 8-flip median | | | | | | "
+                         + " | ".join(_cell(e, c, a, "ensemble") for c, a in pairs) + " | |")
     return "\n".join([
         f"# Architectures under one protocol\n",
         f"Protocol (docs/models.md): data, hold-out and acquisition distribution of `{p['base_config']}`; "
@@ -635,7 +646,7 @@ def run_row(row: Row, args, settings: dict, base: dict, results: dict, out: Path
     entry["trained"] = True
     save()
     cases = row_cases(row, settings["cases"])
-    if not _evaluated(entry, cases, settings["contrasts"]):
+    if not _evaluated(entry, row, cases, settings["contrasts"]):
         card = _export(row, cfg, folder / "train.toml", run_dir, model_dir, cases, settings, steps)
         entry["evaluation"] = _requested(card.validation["rows"], cases)
         entry["evaluated"] = {"cases": cases, "contrasts": settings["contrasts"]}
@@ -659,7 +670,7 @@ def _export(row: Row, cfg, config_path: Path, run_dir: Path, model_dir: Path, ca
                         description=f"{row.name} trained by benchmarks/compare_archs.py ({budget}{steps} steps) "
                                     "under the one-protocol comparison of docs/models.md",
                         log=lambda line: print("    " + line, flush=True), cases=cases,
-                        contrasts=tuple(settings["contrasts"]))
+                        contrasts=tuple(settings["contrasts"]), ensemble=row.ensemble)
 
 
 # ----------------------------------------------------------------------------- command line

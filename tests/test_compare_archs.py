@@ -104,6 +104,8 @@ def test_two_rows_run_export_and_are_skipped_when_run_again(folder_config: Path,
     assert [r["requested"] for r in results["rows"]["georgescu-1x1x4"]["evaluation"]] == ["thick4-slice"]
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "| srcnn3d | pham | 53,057 |" in table and "n/a (scale)" in table
+    ensemble = results["rows"]["georgescu-1x1x4"]["evaluation"][0]
+    assert f"| georgescu-1x1x4 + 8-flip median | | | | | | n/a (scale) | {ensemble['psnr_ensemble']:.2f} /" in table
     capsys.readouterr()
     compare_archs.main(argv)
     assert capsys.readouterr().out.count("finished, skipped") == 2

@@ -199,3 +199,26 @@ def test_gan_cpce_trains_its_generator_against_the_cpce_critic_from_a_trained_ge
     assert set(best) == set(init) and any(not torch.equal(best[k], init[k]) for k in best)  # started there, moved
     card = export_model(cfg, tmp_path / "run" / "best.pt", tmp_path / "wgan-model", **kw)
     assert card.architecture["name"] == "gan-cpce"
+
+
+def test_validation_reports_the_flip_ensemble_of_a_learned_upsampling_network(folder_config: Path) -> None:  # noqa: F811
+    from mrisr.metrics import psnr, ssim
+    from mrisr.training.export import _as_loaded, markdown_table, validation_report
+    from mrisr.training.lr_pairs import hr_grid_of_lr
+    from mrisr.upsampling import upscale_learned_ensemble
+
+    cfg = _config(folder_config, "georgescu", {"scale": [1, 1, 2], "width": 4})
+    torch.manual_seed(0)
+    net = build_network(cfg).eval()
+    rows = validation_report(net, cfg, ["iso2-box"], ("t1",), precision="fp32", log=lambda line: None,
+                             ensemble=True)
+    case = validation_cases(cfg, load_subjects(cfg), ["iso2-box"], ("t1",), scale=(1, 1, 2))[0]
+    grid = hr_grid_of_lr(case.lr.shape, (1, 1, 2))
+    median, _, _ = upscale_learned_ensemble(case.lr, grid, _as_loaded(net), "median", device="cpu", precision="fp32")
+    assert rows[0]["psnr_ensemble"] == pytest.approx(psnr(median, case.target, mask=case.mask), abs=1e-6)
+    assert rows[0]["ssim_ensemble"] == pytest.approx(ssim(median, case.target, mask=case.mask), abs=1e-6)
+    assert rows[0]["psnr_ensemble"] != pytest.approx(rows[0]["psnr_model"], abs=1e-4)  # a random net is not flip-equivariant
+    assert "PSNR 8-flip median" in markdown_table(rows)
+    plain = _config(folder_config, "srcnn3d", TINY["srcnn3d"])
+    with pytest.raises(ConfigError, match="learned-upsampling networks"):
+        validation_report(build_network(plain), plain, ["iso2-box"], ("t1",), ensemble=True)

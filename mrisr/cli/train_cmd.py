@@ -29,6 +29,9 @@ def train(
     description: Annotated[str, typer.Option("--description", help="With --export: the card's description.")] = "",
     model_version: Annotated[str, typer.Option("--model-version", help="With --export: the card's version.")] = "1.0.0",
     default: Annotated[bool, typer.Option("--default", help="With --export: mark as the default model.")] = False,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="With --export, for a learned-upsampling network: "
+                                           "also validate its 8-flip median self-ensemble (what `mrisr upscale "
+                                           "--ensemble median` runs).")] = False,
     init: Annotated[str | None, typer.Option("--init", help="Fine-tune: start from this trained model (a shipped "
                                              "model's name or a model folder) instead of random weights. The "
                                              "config's [model] must match it.")] = None,
@@ -55,7 +58,7 @@ def train(
 
             card = export_model(cfg, weights or out / "best.pt", export, config_path=config,
                                 description=description, default=default, version=model_version,
-                                log=lambda line: err.print(line, highlight=False))
+                                log=lambda line: err.print(line, highlight=False), ensemble=ensemble)
             err.print(f"wrote {export} (sha256 {card.sha256[:12]}...)")
             return
         with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -21,7 +21,7 @@ from ..metrics import psnr, ssim
 from ..model_card import LoadedModel, ModelCard, architecture_name, example_card, save_model
 from ..upsampling import upsampling_scale
 from . import icbm152
-from .config import Config
+from .config import Config, ConfigError
 from .data import GUIDED_CONTRASTS, VALIDATION_CASES, ValidationCase, load_subjects, validation_cases
 from .lr_pairs import hr_grid_of_lr
 from .trainer import build_network
@@ -38,13 +38,18 @@ def _as_loaded(network: torch.nn.Module, name: str = "candidate") -> LoadedModel
     return LoadedModel(name, card, network.eval(), "0" * 64, Path("."))
 
 
-def _run_case(case: ValidationCase, model: LoadedModel, precision: str) -> tuple[np.ndarray, str]:
-    """The model's output for a case on the HR grid, through the code ``upscale`` runs; and its precision."""
+def _run_case(case: ValidationCase, model: LoadedModel, precision: str,
+              ensemble: bool = False) -> tuple[np.ndarray, str]:
+    """The model's output for a case on the HR grid, through the code ``upscale`` runs; and its precision.
+    ``ensemble``: a learned-upsampling model's 8-flip median (``upscale --ensemble median``)."""
     from ..engine import enhance
-    from ..upsampling import upscale_learned
+    from ..upsampling import upscale_learned, upscale_learned_ensemble
 
     if case.lr is not None:  # learned upsampling: network on the LR grid, then the spline (identity here)
         grid = hr_grid_of_lr(case.lr.shape, upsampling_scale(model.network))
+        if ensemble:
+            sr, _, ens = upscale_learned_ensemble(case.lr, grid, model, "median", device="cpu", precision=precision)
+            return sr, ens.engine[0].precision
         sr, stats = upscale_learned(case.lr, grid, model, device="cpu", precision=precision)
         return sr, stats.precision
     guide = {} if case.reference is None else {"reference": case.reference}
@@ -55,19 +60,24 @@ def _run_case(case: ValidationCase, model: LoadedModel, precision: str) -> tuple
 
 def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | None = None,
                       contrasts: tuple[str, ...] | None = None, precision: str = "auto",
-                      log=print, baseline: LoadedModel | None = None) -> list[dict]:
+                      log=print, baseline: LoadedModel | None = None, ensemble: bool = False) -> list[dict]:
     """One row per (contrast, acquisition): spline and network PSNR/SSIM and gains.
 
     Contrasts default to T1, T2, FLAIR and PD (T2, FLAIR and PD with the T1 as
     the reference for guided models). A learned-upsampling network is
     validated at its own scale (:func:`mrisr.training.data.scaled_cases`),
     through :func:`mrisr.upsampling.upscale_learned`. ``baseline`` (for guided models: the
-    single-input default) adds its PSNR on the same inputs, without the reference.
+    single-input default) adds its PSNR on the same inputs, without the reference. ``ensemble``
+    (learned-upsampling networks) adds the 8-flip median self-ensemble's PSNR and SSIM
+    (Georgescu et al.; ``mrisr upscale --ensemble median``).
     """
     from ..engine import enhance
 
     subjects = load_subjects(cfg)
     scale = upsampling_scale(network)
+    if ensemble and scale is None:
+        raise ConfigError(f"the flip self-ensemble is validated for learned-upsampling networks (rrlsrn, "
+                          f"georgescu), not {architecture_name(network)}")
     if contrasts is None:
         contrasts = GUIDED_CONTRASTS if cfg.data.reference else REPORT_CONTRASTS
     if subjects[0].gm is None:
@@ -92,19 +102,28 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
             row["baseline"] = baseline.name
             row["psnr_baseline"] = psnr(single, case.target, mask=case.mask)
             row["ssim_baseline"] = ssim(single, case.target, mask=case.mask)
+        if ensemble:
+            combined, _ = _run_case(case, model, precision, ensemble=True)
+            row["psnr_ensemble"] = psnr(combined, case.target, mask=case.mask)
+            row["ssim_ensemble"] = ssim(combined, case.target, mask=case.mask)
         rows.append(row)
         log(f"{case.contrast:6s} {case.name:20s} spline {row['psnr_spline']:6.2f} dB  model {row['psnr_model']:6.2f} dB"
-            f"  gain {row['psnr_gain']:+5.2f} dB  SSIM {row['ssim_spline']:.4f} -> {row['ssim_model']:.4f}")
+            f"  gain {row['psnr_gain']:+5.2f} dB  SSIM {row['ssim_spline']:.4f} -> {row['ssim_model']:.4f}"
+            + (f"  8-flip median {row['psnr_ensemble'] - row['psnr_spline']:+5.2f} dB" if ensemble else ""))
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The report as a Markdown table (with the baseline's columns when it was run)."""
+    """The report as a Markdown table (with the baseline's or the ensemble's columns when they were run)."""
     extra = "baseline" in rows[0] if rows else False
+    combined = "psnr_ensemble" in rows[0] if rows else False
     head = "| contrast | acquisition (LR voxel in mm, PSF) | PSNR spline | PSNR model | gain dB | SSIM spline | SSIM model |"
     rule = "|---|---|---|---|---|---|---|"
     if extra:
         head += f" PSNR {rows[0]['baseline']} | guided - {rows[0]['baseline']} dB | SSIM {rows[0]['baseline']} |"
+        rule += "---|---|---|"
+    if combined:
+        head += " PSNR 8-flip median | gain dB | SSIM 8-flip median |"
         rule += "---|---|---|"
     lines = [head, rule]
     for r in rows:
@@ -113,6 +132,9 @@ def markdown_table(rows: list[dict]) -> str:
         if extra:
             line += (f" {r['psnr_baseline']:.2f} | {r['psnr_model'] - r['psnr_baseline']:+.2f} |"
                      f" {r['ssim_baseline']:.4f} |")
+        if combined:
+            line += (f" {r['psnr_ensemble']:.2f} | {r['psnr_ensemble'] - r['psnr_spline']:+.2f} |"
+                     f" {r['ssim_ensemble']:.4f} |")
         lines.append(line)
     return "\n".join(lines)
 
@@ -125,12 +147,13 @@ def read_init(run_dir: Path) -> dict | None:
 
 def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path, description: str,
                  default: bool = False, version: str = "1.0.0", log=print, cases: list[str] | None = None,
-                 contrasts: tuple[str, ...] | None = None) -> ModelCard:
+                 contrasts: tuple[str, ...] | None = None, ensemble: bool = False) -> ModelCard:
     """Validate ``weights`` on the held-out slab and write ``folder`` (weights + card + report).
 
     For a GAN mode ``weights`` (``best.pt``) hold the generator alone, which is what is exported.
     ``cases`` and ``contrasts`` narrow the report (default: every named acquisition, the
-    contrasts of :func:`validation_report`).
+    contrasts of :func:`validation_report`). ``ensemble``: also validate the 8-flip median
+    self-ensemble of a learned-upsampling network (extra columns).
     """
     network = build_network(cfg)
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -140,7 +163,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         from ..registry import load_model
 
         baseline = load_model()  # the single-input default, for the guided-vs-single comparison
-    rows = validation_report(network, cfg, cases, contrasts, log=log, baseline=baseline)
+    rows = validation_report(network, cfg, cases, contrasts, log=log, baseline=baseline, ensemble=ensemble)
     gains = [r["psnr_gain"] for r in rows]
     init = read_init(weights.parent)
     init_flag = f" --init {init['model']}" if init else ""
@@ -165,7 +188,8 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         "output_spacing_mm": [1.0, 1.0],
         "config": cfg.to_dict(),
         "reproduce": f"mrisr train --config {config_path} --fetch-data{init_flag} && "
-                     f"mrisr train --config {config_path} --export {folder}" + (" --default" if default else ""),
+                     f"mrisr train --config {config_path} --export {folder}" + (" --default" if default else "")
+                     + (" --ensemble" if ensemble else ""),
     }
     if init is not None:
         training["init"] = init
@@ -190,6 +214,10 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
                                  f"to {d.reference_shift} voxel, blurred and noised)")
         protocol += (f"; guided: the slab's clean T1 is the reference; the baseline columns run the single-input "
                      f"default {baseline.name} {baseline.card.version} on the same inputs without it")
+    if ensemble:
+        protocol += ("; the 8-flip median columns: the network on the LR volume under each of the 8 axis flips, "
+                     "flipped back, the voxelwise median (Georgescu et al.'s self-ensemble, mrisr upscale "
+                     "--ensemble median)")
     validation = {
         "protocol": protocol,
         "psnr_gain_min": min(gains), "psnr_gain_mean": float(np.mean(gains)), "rows": rows,
