@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..degradation import add_rician_noise, degrade, three_tap_blur
+from ..degradation import add_rician_noise
 from ..errors import ConfigError
 from ..geometry import TargetGrid, target_grid
 from ..intensity import robust_scale
@@ -188,11 +188,8 @@ def hr_grid_in_lr(shape: tuple[int, int, int], lr_grid: TargetGrid) -> TargetGri
 
 def simulate(hr: np.ndarray, acq: Acquisition, rng: np.random.Generator, order: int = 3) -> np.ndarray:
     """Degrade ``hr`` with ``acq`` and spline-interpolate it back onto its grid."""
-    lr, _ = degrade(hr, np.eye(4), acq.factors, psf=acq.psf, fwhm=acq.fwhm)
+    lr = degrade_to_lr(hr, acq, rng)
     lr_grid = target_grid(np.eye(4), hr.shape, acq.factors)
-    if acq.noise > 0:
-        lr = add_rician_noise(lr, acq.noise, rng)
-    lr = three_tap_blur(lr, acq.blur)
     return resample_to_grid(lr, hr_grid_in_lr(hr.shape, lr_grid), order=order)
 
 

@@ -65,8 +65,8 @@ def scale_preserving_permutation(scale: Sequence[int], rng: np.random.Generator)
 
 
 def degrade_to_lr(hr: np.ndarray, acquisition, rng: np.random.Generator) -> np.ndarray:
-    """The LR volume of ``hr`` under ``acquisition`` (integer factors dividing the shape), with its noise
-    and input blur."""
+    """The LR volume of ``hr`` under ``acquisition`` (its factors, PSF, noise and input blur): the
+    acquisition step of every training pair (:func:`mrisr.training.data.simulate` interpolates it back)."""
     lr, _ = degrade(hr, np.eye(4), acquisition.factors, psf=acquisition.psf, fwhm=acquisition.fwhm)
     if acquisition.noise > 0:
         lr = add_rician_noise(lr, acquisition.noise, rng)
