@@ -432,13 +432,13 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
 
 
 def _check_learned(loaded: Any, grid: TargetGrid) -> None:
-    """Refuse what a learned-upsampling model cannot do: factors below its scale."""
-    from .upsampling import check_factors, upsampling_scale
+    """Refuse what a learned-upsampling model cannot do: factors below its scale in every order of the axes."""
+    from .upsampling import placement, upsampling_scale
 
     scale = upsampling_scale(loaded.network)
     if scale is None:
         return
-    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {loaded.name!r}")
+    placement(scale, [1.0 / r for r in grid.ratios], f"model {loaded.name!r}")
 
 
 def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncertainty: bool,

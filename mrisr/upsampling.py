@@ -4,16 +4,22 @@ A learned-upsampling network takes the low-resolution volume itself and
 refines each voxel axis by an integer ``scale`` (its ``upsampling``
 attribute). ``upscale`` with such a model:
 
-1. refuses an axis whose requested factor (input voxel size over output
-   voxel size) is below the network's scale there (:func:`check_factors`);
-   an axis the network does not refine (scale 1) takes any factor;
+1. places the network's axes on the input's voxel axes
+   (:func:`placement`): as stored when every requested factor (input voxel
+   size over output voxel size) is at least the network's scale along its
+   axis, else in the first order of the axes that is (a 1x1x4 network on
+   slices thick along voxel axis 0 runs on the input transposed to
+   ``(1, 2, 0)``, and its output is transposed back); refused
+   (:func:`check_factors`'s error) when no order fits. An axis the network
+   does not refine (scale 1) takes any factor;
 2. runs the network on the input's own grid (:func:`upsample`): tiles of
    the input with a halo of the network's receptive radius (input voxels);
    each tile owns a core of input voxels and writes the ``scale`` blocks of
    output voxels over that core, so every output block comes from exactly
    one tile and the stitched volume equals a whole-volume pass. The result
    lies on the *refined grid* (:func:`refined_grid`): the geometry
-   contract's grid for a spacing of ``input spacing / scale``, which is
+   contract's grid for a spacing of ``input spacing / scale`` (the scale
+   as placed on the input's axes), which is
    edge-aligned (output voxels ``[i*s, (i+1)*s)`` tile input voxel ``i``),
    as in training (:mod:`mrisr.training.lr_pairs`);
 3. resamples that volume with the same B-spline code as every method
@@ -35,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +87,49 @@ def check_factors(scale: Sequence[int], factors: Sequence[float], model: str = "
             raise MrisrError(f"{model} refines voxel axis {axis} by {s} (a learned-upsampling network, scale "
                              f"{list(scale)}) but the requested factor along it is {f:g}; ask for a factor of at "
                              f"least {s} along axis {axis}, or use another model or --method spline")
+
+
+def placed_scale(scale: Sequence[int], axes: Sequence[int]) -> tuple[int, int, int]:
+    """The scale along each input voxel axis when network axis ``i`` runs along input axis ``axes[i]``.
+
+    Example:
+        >>> placed_scale((1, 1, 4), (1, 2, 0))
+        (4, 1, 1)
+    """
+    out = [1, 1, 1]
+    for s, axis in zip(scale, axes):
+        out[axis] = int(s)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def placement(scale: Sequence[int], factors: Sequence[float], model: str = "the model") -> tuple[int, int, int]:
+    """Which input voxel axis each network axis runs along: ``axes[i]`` for network axis ``i``.
+
+    The identity when every factor is at least the scale along its axis (the
+    network runs on the volume as stored), else the first permutation in
+    lexicographic order that is: slices thick along voxel axis 0 or 1 go to
+    a 1x1x4 network transposed so that they lie along its axis 2, and the
+    other two axes keep their stored order. The in-plane axes are
+    interchangeable for a network trained with them permuted
+    (:func:`mrisr.training.lr_pairs.scale_preserving_permutation`).
+
+    Raises:
+        MrisrError: when no order fits (:func:`check_factors`'s error for the
+            axes as stored).
+
+    Example:
+        >>> placement((1, 1, 4), (4, 4, 4)), placement((1, 1, 4), (4.0, 1.0, 1.0))
+        ((0, 1, 2), (1, 2, 0))
+    """
+    fits = [axes for axes in itertools.permutations(range(3)) if _fits(placed_scale(scale, axes), factors)]
+    if not fits:
+        check_factors(scale, factors, model)  # the axes as stored do not fit either: raises
+    return fits[0]  # type: ignore[return-value]
+
+
+def _fits(scale: Sequence[int], factors: Sequence[float]) -> bool:
+    """Every axis the network refines has a factor of at least its scale."""
+    return all(s <= 1 or f >= s - FACTOR_TOLERANCE for s, f in zip(scale, factors))
 
 
 def refined_grid(affine: np.ndarray, shape: Sequence[int], scale: Sequence[int]) -> TargetGrid:
@@ -179,12 +229,15 @@ def _plan(shape: Sequence[int], halo: int, budget: int, patch_size: Any, batch_s
 def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: str = "auto",
              patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
              threads: int | None = None, progress: Callable[[int, int], None] | None = None,
-             background: float | None = None) -> tuple[np.ndarray, Any]:
-    """The network's output on the refined grid (``data.shape * scale``), tile by tile.
+             background: float | None = None, axes: Sequence[int] = (0, 1, 2)) -> tuple[np.ndarray, Any]:
+    """The network's output on the refined grid (``data.shape * scale``, the scale placed by ``axes``),
+    tile by tile.
 
     Args:
         data: 3D float volume on the input grid.
         model: A :class:`~mrisr.model_card.LoadedModel` of a learned-upsampling network.
+        axes: The input axis each network axis runs along (:func:`placement`); the
+            network sees ``data.transpose(axes)`` and its output is transposed back.
         device, precision, patch_size, batch_size, threads, progress: As
             :func:`mrisr.engine.enhance` (``patch_size`` in input voxels).
         background: Skip windows below this fraction of the intensity scale
@@ -209,6 +262,11 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     if scale is None:
         raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
     data = _check_volume(data)
+    axes = tuple(int(a) for a in axes)
+    if sorted(axes) != [0, 1, 2]:
+        raise MrisrError(f"axes must be a permutation of (0, 1, 2), got {axes}")
+    if axes != (0, 1, 2):
+        data = np.ascontiguousarray(data.transpose(axes))
     sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
     background = BACKGROUND if background is None else background
     with cpu_threads(threads):
@@ -239,6 +297,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
                         seconds_network=counts["network"], seconds_total=time.perf_counter() - t_start,
                         scale=intensity, seconds_stitch=counts["stitch"], network_voxels=int(counts["voxels"]),
                         retries=retries, threads=n_threads)
+    if axes != (0, 1, 2):
+        out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
     return out, stats
 
 
@@ -255,15 +315,15 @@ def whole_volume_upsample(data: np.ndarray, network: Any, intensity: float | Non
     return (y * np.float32(intensity)).astype(np.float32)
 
 
-def _scale_for(model: Any, grid: TargetGrid) -> tuple[int, int, int]:
-    """The model's integer scale, checked against ``grid``'s factors (:func:`check_factors`)."""
+def _placement_for(model: Any, grid: TargetGrid) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(axes, scale on the input's axes)`` of the model for ``grid``'s factors (:func:`placement`)."""
     from .errors import ModelError
 
     scale = upsampling_scale(model.network)
     if scale is None:
         raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
-    check_factors(scale, [1.0 / r for r in grid.ratios], f"model {model.name!r}")
-    return scale
+    axes = placement(scale, [1.0 / r for r in grid.ratios], f"model {model.name!r}")
+    return axes, placed_scale(scale, axes)
 
 
 def upscale_learned(data: np.ndarray, grid: TargetGrid, model: Any, *, order: int = 3, antialias: bool = True,
@@ -287,8 +347,8 @@ def upscale_learned(data: np.ndarray, grid: TargetGrid, model: Any, *, order: in
         MrisrError: for a factor below the network's scale (:func:`check_factors`).
     """
     engine_kw.pop("factors", None)
-    scale = _scale_for(model, grid)
-    refined, stats = upsample(data, model, progress=progress, **engine_kw)
+    axes, scale = _placement_for(model, grid)
+    refined, stats = upsample(data, model, progress=progress, axes=axes, **engine_kw)
     return resample_to_grid(refined, grid_on_refined(grid, scale), order=order, antialias=antialias), stats
 
 
@@ -319,8 +379,8 @@ def upscale_learned_ensemble(data: np.ndarray, grid: TargetGrid, model: Any, com
     from .ensemble import flip_passes
 
     engine_kw.pop("factors", None)
-    scale = _scale_for(model, grid)
-    refined, std, stats = flip_passes(data, lambda x, on: upsample(x, model, progress=on, **engine_kw),
+    axes, scale = _placement_for(model, grid)
+    refined, std, stats = flip_passes(data, lambda x, on: upsample(x, model, progress=on, axes=axes, **engine_kw),
                                       combine, progress)
     on_refined = grid_on_refined(grid, scale)
     out = resample_to_grid(refined, on_refined, order=order, antialias=antialias)

@@ -136,9 +136,10 @@ def test_exported_models_upscale_onto_the_contract_grid(arch: str, params: dict,
                                           "--quiet"])
         assert result.exit_code == 0, result.output
         assert nib.load(tmp_path / "o.nii.gz").shape == (20, 18, 24)
-        result = CliRunner().invoke(app, ["upscale", str(tmp_path / "in.nii.gz"), "--factor", "2", "2", "1.5",
+        result = CliRunner().invoke(app, ["upscale", str(tmp_path / "in.nii.gz"), "--factor", "1.5", "1.5", "1.5",
                                           "--model", str(tmp_path / f"tiny-{arch}"), "-o", str(tmp_path / "p.nii.gz")])
         assert result.exit_code != 0 and "axis 2" in result.output and "1.5" in result.output
+        assert not (tmp_path / "p.nii.gz").exists()
 
 
 def _gan_config(folder_config: Path, **gan):  # noqa: F811

@@ -15,7 +15,8 @@ from mrisr.errors import MrisrError
 from mrisr.geometry import target_grid
 from mrisr.model_card import LoadedModel, example_card
 from mrisr.resample import resample_to_grid
-from mrisr.upsampling import grid_on_refined, refined_grid, replicate, upsample, whole_volume_upsample
+from mrisr.upsampling import (grid_on_refined, placed_scale, placement, refined_grid, replicate, upsample,
+                              whole_volume_upsample)
 
 OBLIQUE = np.array([[1.8, 0.3, 0.0, -20.0], [-0.2, 1.9, 0.4, 10.0], [0.1, -0.3, 3.1, 5.0], [0, 0, 0, 1.0]])
 
@@ -139,6 +140,66 @@ def test_refuses_a_factor_below_the_scale() -> None:
     model = _loaded(Replicate((2, 2, 2)), "x2")
     with pytest.raises(MrisrError, match=r"refines voxel axis 2 by 2 .* factor along it is 1\.5"):
         mrisr.upscale(_image(), factor=(2, 2, 1.5), model=model)
+
+
+@pytest.mark.parametrize(("scale", "factors", "axes"), [
+    ((1, 1, 4), (4, 4, 4), (0, 1, 2)),      # fits as stored: never transposed
+    ((1, 1, 4), (1, 1, 5.5), (0, 1, 2)),
+    ((1, 1, 4), (4, 1, 1), (1, 2, 0)),      # slices thick along axis 0 (sagittal)
+    ((1, 1, 4), (1, 4.5, 1), (0, 2, 1)),    # along axis 1 (coronal)
+    ((2, 2, 1), (1, 2, 2), (1, 2, 0)),
+    ((2, 2, 2), (2, 2.5, 3), (0, 1, 2)),
+])
+def test_placement_puts_the_refined_axes_where_the_factors_allow(scale, factors, axes) -> None:
+    assert placement(scale, factors) == axes
+    placed = placed_scale(scale, axes)
+    assert sorted(placed) == sorted(scale)
+    assert all(f >= s - 1e-9 for s, f in zip(placed, factors))
+
+
+@pytest.mark.parametrize(("scale", "factors"), [((2, 2, 2), (2, 2, 1.5)), ((1, 1, 4), (2, 3, 3.9)),
+                                                ((2, 2, 1), (2, 1, 1))])
+def test_placement_refuses_factors_no_order_of_the_axes_fits(scale, factors) -> None:
+    with pytest.raises(MrisrError, match="refines voxel axis"):
+        placement(scale, factors)
+
+
+def test_thick_slices_along_another_axis_run_through_the_transposed_network() -> None:
+    net = _jittered(Georgescu(scale=(1, 1, 2), width=4))
+    img = _image((6, 7, 5), OBLIQUE[:, [1, 0, 2, 3]])  # a left-handed, sheared grid
+    vol = np.asarray(img.dataobj, np.float32)
+    out = mrisr.upscale(img, factor=(2, 1, 1), model=_loaded(net), precision="fp32")
+    on_axis_2 = whole_volume_upsample(np.ascontiguousarray(vol.transpose(1, 2, 0)), net)
+    expected = on_axis_2.transpose(2, 0, 1)  # back to the stored axes: the scale now refines axis 0
+    assert expected.shape == (12, 7, 5)
+    np.testing.assert_allclose(np.asarray(out.dataobj), expected, rtol=1e-4, atol=1e-2)
+    spline = mrisr.upscale(img, factor=(2, 1, 1), method="spline")
+    np.testing.assert_allclose(out.affine, spline.affine, atol=1e-12)  # the contract grid of every method
+
+
+@pytest.mark.parametrize("ensemble", [None, "median"])
+def test_upscaling_a_transposed_image_is_the_transposed_upscale(ensemble) -> None:
+    net = _jittered(Georgescu(scale=(1, 1, 2), width=4))
+    img = _image((6, 7, 5))
+    perm = (2, 0, 1)  # stored axis i of the transposed image is axis perm[i] of the original
+    vol = np.asarray(img.dataobj, np.float32)
+    moved = nib.Nifti1Image(np.ascontiguousarray(vol.transpose(perm)), img.affine[:, [*perm, 3]])
+    kw = {"model": _loaded(net), "precision": "fp32", "ensemble": ensemble}
+    as_stored = mrisr.upscale(img, factor=(1, 1, 2), **kw)
+    transposed = mrisr.upscale(moved, factor=(2, 1, 1), **kw)  # the refined axis is stored first there
+    np.testing.assert_allclose(np.asarray(transposed.dataobj), np.asarray(as_stored.dataobj).transpose(perm),
+                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(transposed.affine, as_stored.affine[:, [*perm, 3]], atol=1e-9)
+
+
+def test_a_transposed_replication_copies_the_input_voxel_each_output_voxel_lies_in() -> None:
+    img = _image()
+    out = mrisr.upscale(img, factor=(1, 2, 1), model=_loaded(Replicate((1, 1, 2))), precision="fp32")
+    vol, res = np.asarray(img.dataobj), np.asarray(out.dataobj)
+    np.testing.assert_allclose(res, replicate(vol, (1, 2, 1)), rtol=1e-6)
+    j = np.stack(np.meshgrid(*[np.arange(n) for n in res.shape], indexing="ij"), -1).reshape(-1, 3)
+    coord = (np.linalg.inv(img.affine) @ out.affine @ np.c_[j, np.ones(len(j))].T)[:3].T
+    assert np.abs(coord - j // np.array([1, 2, 1])).max() <= 0.25 + 1e-5  # block centres at +-1/4 of the voxel
 
 
 def test_flip_ensemble_of_a_learned_network_is_the_median_of_its_flipped_passes() -> None:
