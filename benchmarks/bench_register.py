@@ -97,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     import SimpleITK as sitk
 
+    from mrisr.intensity import robust_scale
     from mrisr.training.icbm152 import verify
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     files = verify(args.data)
     img = nib.load(str(files["t1"]))
     t1 = np.asarray(img.get_fdata(dtype=np.float32))
-    t1 /= np.percentile(t1[t1 > 0], 99.5)
-    gm, wm = (np.asarray(nib.load(str(files[k])).get_fdata(dtype=np.float32)) for k in ("gm", "wm"))
+    t1 /= robust_scale(t1)  # as mrisr.training.data.load_subjects: T1 ~1, tissue maps 0..1
+    gm, wm = (np.clip(nib.load(str(files[k])).get_fdata(dtype=np.float32) / 255.0, 0, 1) for k in ("gm", "wm"))
     rows = []
     print("| case | input | true motion | seconds | rotation error (deg) | worst error at 60 mm (mm) |")
     print("|---|---|---|---|---|---|")
