@@ -237,7 +237,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
         data: 3D float volume on the input grid.
         model: A :class:`~mrisr.model_card.LoadedModel` of a learned-upsampling network.
         axes: The input axis each network axis runs along (:func:`placement`); the
-            network sees ``data.transpose(axes)`` and its output is transposed back.
+            network sees ``data.transpose(axes)`` (and ``patch_size`` per input axis
+            is permuted with it) and its output is transposed back.
         device, precision, patch_size, batch_size, threads, progress: As
             :func:`mrisr.engine.enhance` (``patch_size`` in input voxels).
         background: Skip windows below this fraction of the intensity scale
@@ -265,9 +266,10 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     axes = tuple(int(a) for a in axes)
     if sorted(axes) != [0, 1, 2]:
         raise MrisrError(f"axes must be a permutation of (0, 1, 2), got {axes}")
+    sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
     if axes != (0, 1, 2):
         data = np.ascontiguousarray(data.transpose(axes))
-    sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
+        sides = None if sides is None else tuple(sides[a] for a in axes)  # patch sides follow their input axes
     background = BACKGROUND if background is None else background
     with cpu_threads(threads):
         dev = resolve_device(device)
@@ -292,7 +294,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
             retries += 1
             sides, batch_size, budget = _shrink(plan, sides, budget)  # the engine's rule: batch, then patch
         n_threads = torch.get_num_threads()
-    stats = EngineStats(device=str(dev), precision=prec, patch_size=plan.patch_shape, halo=plan.halo,
+    patch_shape = tuple(plan.patch_shape[k] for k in np.argsort(axes))  # per input axis
+    stats = EngineStats(device=str(dev), precision=prec, patch_size=patch_shape, halo=plan.halo,
                         batch_size=plan.batch_size, n_patches=len(plan.tiles), n_skipped=int(counts["skipped"]),
                         seconds_network=counts["network"], seconds_total=time.perf_counter() - t_start,
                         scale=intensity, seconds_stitch=counts["stitch"], network_voxels=int(counts["voxels"]),

@@ -94,6 +94,20 @@ def test_tiles_equal_a_whole_volume_pass(net: nn.Module, shape) -> None:
     np.testing.assert_allclose(out, whole, atol=1e-5 * float(np.abs(whole).max()))
 
 
+def test_transposed_tiles_equal_a_whole_volume_pass_of_the_transposed_input() -> None:
+    net = _jittered(RRLSRN((1, 1, 3), depth=2, width=4))
+    data = (np.random.default_rng(0).random((13, 9, 10)) + 0.5).astype(np.float32)
+    axes, side = (1, 2, 0), 2 * net.receptive_radius + 3
+    whole = whole_volume_upsample(np.ascontiguousarray(data.transpose(axes)), net).transpose(2, 0, 1)
+    out, stats = upsample(data, _loaded(net), device="cpu", precision="fp32", patch_size=(side + 2, side, side + 1),
+                          axes=axes)
+    assert out.shape == (39, 9, 10) and stats.n_patches > 1
+    assert stats.patch_size == (side + 2, side, side + 1)  # per input axis, as asked
+    np.testing.assert_allclose(out, whole, atol=1e-5 * float(np.abs(whole).max()))
+    with pytest.raises(MrisrError, match="permutation"):
+        upsample(data, _loaded(net), axes=(0, 0, 1))
+
+
 def test_background_tiles_repeat_the_input() -> None:
     net = _jittered(RRLSRN((2, 2, 2), depth=2, width=2))
     data = np.zeros((12, 12, 12), np.float32)
