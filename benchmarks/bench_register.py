@@ -97,20 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     import SimpleITK as sitk
 
-    from mrisr.intensity import robust_scale
+    from mrisr.training.config import config_from_dict
+    from mrisr.training.data import load_subjects
     from mrisr.training.icbm152 import verify
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
-    files = verify(args.data)
-    img = nib.load(str(files["t1"]))
-    t1 = np.asarray(img.get_fdata(dtype=np.float32))
-    t1 /= robust_scale(t1)  # as mrisr.training.data.load_subjects: T1 ~1, tissue maps 0..1
-    gm, wm = (np.clip(nib.load(str(files[k])).get_fdata(dtype=np.float32) / 255.0, 0, 1) for k in ("gm", "wm"))
+    affine = nib.load(str(verify(args.data)["t1"])).affine
+    subj = load_subjects(config_from_dict({"data": {"dir": str(args.data.resolve())}}))[0]  # as training reads it
+    t1, gm, wm = subj.image, subj.gm, subj.wm
     rows = []
     print("| case | input | true motion | seconds | rotation error (deg) | worst error at 60 mm (mm) |")
     print("|---|---|---|---|---|---|")
     for case in CASES:
-        r = run_case(case, t1, gm, wm, img.affine, args.repeat)
+        r = run_case(case, t1, gm, wm, affine, args.repeat)
         rows.append(r)
         print(f"| {r['case']} | {'x'.join(map(str, r['input_shape']))} | {r['truth']['rotation_deg']:.1f} deg, "
               f"{r['truth']['translation_mm']:.1f} mm | {r['seconds']:.2f} | {r['rotation_error_deg']:.3f} | "
