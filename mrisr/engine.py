@@ -4,7 +4,8 @@
 returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
 ``X - Z``). Steps:
 
-1. ``scale = robust_scale(data)``; the network sees ``patch / scale``.
+1. ``scale = normalising_scale(data, card.normalisation)`` (the model's own
+   method, :mod:`mrisr.intensity`); the network sees ``patch / scale``.
 2. Only the bounding box of the voxels at or above ``BACKGROUND * scale``,
    grown by the halo for context, is processed; outside that box the output
    is the interpolated value (a clean zero background costs nothing).
@@ -26,7 +27,7 @@ halves the batch, then the patch, and retries.
 
 Guided models (``network.in_channels == 2``) take a second channel: a finer
 reference scan already on the output grid (:mod:`mrisr.reference`), divided
-by its own ``robust_scale``. The reference only feeds the network: the
+by its own scale (same method). The reference only feeds the network: the
 residual is still added to channel 0 (the image), background patches and the
 foreground box are decided on the image alone, and tiles read both channels
 through the same windows, so tiling stays exact.
@@ -47,7 +48,7 @@ from .device import (DTYPES, cpu_threads, empty_cache, is_out_of_memory, memory_
                      resolve_device, resolve_precision)
 from .errors import InputError, ModelError, MrisrError
 from .inference_net import prepare as prepare_forward
-from .intensity import robust_scale
+from .intensity import normalising_scale, robust_scale
 from .model_card import LoadedModel
 from .tiling import Stitcher, Tile, batches, choose_core, plan_tiles
 
@@ -76,7 +77,7 @@ class EngineStats:
         n_skipped: Background tiles not run.
         seconds_network: Time in the network (transfers and sync included).
         seconds_total: Wall time of the whole call.
-        scale: Intensity scale (``robust_scale``) the network saw 1.0 at.
+        scale: Intensity scale (the model's normalisation) the network saw 1.0 at.
         blended: Whether outputs were blended (halo below the receptive radius).
         seconds_normalise: Time computing the scale.
         seconds_stitch: Time gathering patches and writing results.
@@ -404,7 +405,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         reference: Guided models only (and required by them): the float32
             reference on the output grid (``data``'s shape, see
             :func:`mrisr.reference.resample_reference`); the network sees it
-            divided by its own ``robust_scale`` as channel 1.
+            divided by its own scale (the same method) as channel 1.
 
     Returns:
         ``(result, stats)``: the float32 volume and :class:`EngineStats`.
@@ -432,8 +433,9 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         t0 = time.perf_counter()
-        scale = float(robust_scale(data))
-        guide_scale = float(robust_scale(reference)) if reference is not None else 1.0
+        norm = model.card.normalisation
+        scale = normalising_scale(data, norm)
+        guide_scale = normalising_scale(reference, norm) if reference is not None else 1.0
         t_norm = time.perf_counter() - t0
         network = _prepare_network(model.network, dev)
         condition = _condition(network, factors)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
+from .intensity import NORMALISATIONS as _INTENSITY_SCALES
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -63,7 +64,7 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 #: Normalisation methods the engine knows how to apply.
-NORMALISATIONS = ("robust_scale",)
+NORMALISATIONS = tuple(_INTENSITY_SCALES)  # defined once, in mrisr.intensity
 
 _REQUIRED = ("name", "version", "description", "architecture", "receptive_radius", "weights", "sha256",
              "training", "normalisation")

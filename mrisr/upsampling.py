@@ -256,7 +256,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     from .engine import (BACKGROUND, MAX_RETRIES, EngineStats, _check_volume, _patch_sides, _positive, _shrink,
                          bytes_per_voxel)
     from .errors import ModelError
-    from .intensity import robust_scale
+    from .intensity import normalising_scale
 
     t_start = time.perf_counter()
     scale = upsampling_scale(model.network)
@@ -274,7 +274,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     with cpu_threads(threads):
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
-        intensity = float(robust_scale(data))
+        intensity = normalising_scale(data, model.card.normalisation)
         network = model.network.eval().to(dev)
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
         per_voxel = bytes_per_voxel(network, prec) * (1 + math.prod(scale))

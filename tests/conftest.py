@@ -18,3 +18,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_real_heads(monkeypatch, tmp_path_factory):
+    """Exports in tests skip the real validation heads (minutes of whole-head inference); the tests of
+    :mod:`mrisr.training.real_heads` pass the real folder explicitly."""
+    monkeypatch.setenv("MRISR_VALIDATION_DATA", str(tmp_path_factory.getbasetemp() / "no-real-heads"))

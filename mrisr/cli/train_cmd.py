@@ -52,6 +52,10 @@ def train(
         cfg = load_config(config)
         if fetch_data and cfg.data.source == "icbm152":
             icbm152.fetch(Path(cfg.base_dir) / cfg.data.dir)
+        if fetch_data and cfg.data.wholehead_dir:
+            from ..training import wholehead
+
+            wholehead.fetch(Path(cfg.base_dir) / cfg.data.wholehead_dir)
         out = run_dir or Path("runs") / config.resolve().parent.name
         if export is not None:
             from ..training.export import export_model

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Union, get_type_hints
 
 from ..errors import ConfigError
+from ..intensity import NORMALISATIONS
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class DataConfig:
     contrasts: dict[str, float] = field(default_factory=lambda: {
         "t1": 0.4, "t2": 0.15, "flair": 0.15, "pd": 0.1, "random": 0.2})
     reference: str = ""              # "t1": guided model, the HR T1 is a second input channel (icbm152 only)
+    normalisation: str = "robust_scale"  # the network's intensity scale (mrisr.intensity.NORMALISATIONS)
+    wholehead_dir: str = ""          # folder of the whole-head volumes (mrisr.training.wholehead); "": none
+    wholehead_probability: float = 0.0   # fraction of training crops drawn from those volumes
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,19 @@ class DegradationConfig:
     reference_shift: float = 0.5              # max misregistration per axis, in HR voxels
     reference_blur: tuple[float, float] = (0.0, 0.6)    # Gaussian sigma, HR voxels
     reference_noise: tuple[float, float] = (0.0, 0.02)  # Rician sigma, relative to the robust max
+    # Anatomical variety (mrisr.training.augment): with this probability a crop is read through a random warp.
+    warp_probability: float = 0.0
+    rotation: float = 0.0                      # max degrees about each axis
+    zoom: tuple[float, float] = (1.0, 1.0)     # scaling per axis
+    asymmetry: float = 0.0                     # left-right difference of the scaling
+    elastic: float = 0.0                       # max elastic displacement, HR voxels
+    # Dynamic range: the brightest tissue boosted (factor range, level in units of the normalised scale),
+    # and 8-bit saturation (clip level in the same units).
+    brighten_probability: float = 0.0
+    brighten: tuple[float, float] = (1.0, 3.0)
+    brighten_level: tuple[float, float] = (1.3, 2.0)
+    saturate_probability: float = 0.0
+    saturate_level: tuple[float, float] = (1.4, 3.0)
 
 
 #: Values of ``model.arch``: the registered architectures that train on their own, and the two
@@ -161,6 +178,7 @@ class Config:
 _CHOICES = {
     "data.source": ("icbm152", "folder"),
     "data.reference": ("", "t1"),
+    "data.normalisation": tuple(NORMALISATIONS),
     "model.arch": TRAINABLE,
     "train.loss": ("auto", "l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl"),
     "train.precision": ("bf16", "fp32"),
@@ -253,8 +271,15 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("data.reference: guided training synthesises its targets from tissue maps; "
                           "it needs data.source = 'icbm152'")
     dg = cfg.degradation
+    if not 0 <= d.wholehead_probability <= 1 or (d.wholehead_probability > 0 and not d.wholehead_dir):
+        raise ConfigError(f"data.wholehead_probability: must be in [0, 1] (and > 0 needs data.wholehead_dir), "
+                          f"got {d.wholehead_probability}")
+    if dg.zoom[0] <= 0 or dg.rotation < 0 or dg.asymmetry < 0 or dg.elastic < 0:
+        raise ConfigError("degradation.zoom must be > 0; rotation, asymmetry and elastic >= 0")
     for name, p in {"noise_probability": dg.noise_probability, "bias_probability": dg.bias_probability,
-                    "input_blur_probability": dg.input_blur_probability}.items():
+                    "input_blur_probability": dg.input_blur_probability, "warp_probability": dg.warp_probability,
+                    "brighten_probability": dg.brighten_probability,
+                    "saturate_probability": dg.saturate_probability}.items():
         if not 0 <= p <= 1:
             raise ConfigError(f"degradation.{name}: must be in [0, 1], got {p}")
     if dg.input_blur[0] < 0:

@@ -19,7 +19,7 @@ are in :mod:`mrisr.training.lr_pairs`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,9 @@ from scipy import ndimage
 from ..degradation import add_rician_noise
 from ..errors import ConfigError
 from ..geometry import TargetGrid, target_grid
-from ..intensity import robust_scale
+from ..intensity import normalising_scale
 from ..resample import resample_to_grid
-from . import icbm152
+from . import augment, icbm152, wholehead
 from .config import Config, DegradationConfig, config_from_dict
 from .lr_pairs import (centre_pair, crop_to_scale, degrade_to_lr, fixed_scale, hr_grid_of_lr, pair_margin,
                        scale_preserving_permutation)
@@ -41,11 +41,14 @@ from .synth import synthesize
 class Subject:
     """One HR head: normalised T1-like image, optional tissue maps, head mask."""
 
-    image: np.ndarray          # float32, normalised so robust_scale == 1
+    image: np.ndarray          # float32, normalised (data.normalisation scale == 1)
     gm: np.ndarray | None
     wm: np.ndarray | None
     head: np.ndarray           # bool head mask
     name: str
+    holdout: bool = True       # the held-out slab of data.holdout_axis is never trained on
+    group: str = "template"    # "template" (data.source) or "wholehead" (data.wholehead_dir)
+    spline: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # cubic coefficients, for warps
 
 
 @dataclass(frozen=True)
@@ -103,17 +106,40 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
 
 
+def normalise(image: np.ndarray, cfg: Config) -> np.ndarray:
+    """``image`` divided by its scale under ``data.normalisation`` (what the engine divides by), float32."""
+    return (image / normalising_scale(image, cfg.data.normalisation)).astype(np.float32)
+
+
+def _subject(image: np.ndarray, cfg: Config, name: str, **kw) -> Subject:
+    """A subject from a raw volume: normalised; head mask at a tenth of the legacy (99th-percentile) scale."""
+    from ..intensity import robust_scale
+
+    img = normalise(image, cfg)
+    return Subject(img, kw.pop("gm", None), kw.pop("wm", None), head_mask(img / robust_scale(img)), name, **kw)
+
+
+def _wholehead_subjects(cfg: Config) -> list[Subject]:
+    paths = wholehead.verify(Path(cfg.base_dir) / cfg.data.wholehead_dir)
+    out = []
+    for src in wholehead.SOURCES:
+        img, _ = _load(paths[src.key])
+        img = np.clip(img - np.float32(src.background), 0, None)
+        out.append(_subject(img, cfg, src.key, holdout=src.holdout, group="wholehead"))
+    return out
+
+
 def load_subjects(cfg: Config) -> list[Subject]:
-    """HR subjects named by the config (checksummed template, or a folder of NIfTI files)."""
+    """HR subjects named by the config (checksummed template, or a folder of NIfTI files), then the
+    whole-head volumes when ``data.wholehead_dir`` is set. The first subject holds the validation slab."""
     folder = Path(cfg.base_dir) / cfg.data.dir
+    extra = _wholehead_subjects(cfg) if cfg.data.wholehead_dir else []
     if cfg.data.source == "icbm152":
         paths = icbm152.verify(folder)
         t1, _ = _load(paths["t1"])
         gm, _ = _load(paths["gm"])
         wm, _ = _load(paths["wm"])
-        t1 = t1 / robust_scale(t1)
-        return [Subject(t1.astype(np.float32), np.clip(gm / 255.0, 0, 1), np.clip(wm / 255.0, 0, 1),
-                        head_mask(t1), "icbm152")]
+        return [_subject(t1, cfg, "icbm152", gm=np.clip(gm / 255.0, 0, 1), wm=np.clip(wm / 255.0, 0, 1)), *extra]
     files = sorted([*folder.glob("*.nii"), *folder.glob("*.nii.gz")])
     if not files:
         raise ConfigError(f"data.dir: no NIfTI files in {folder}")
@@ -122,9 +148,8 @@ def load_subjects(cfg: Config) -> list[Subject]:
         img, _ = _load(f)
         if img.ndim != 3:
             raise ConfigError(f"data.dir: {f} is not a 3D volume (shape {img.shape})")
-        img = img / robust_scale(img)
-        subjects.append(Subject(img.astype(np.float32), None, None, head_mask(img), f.name))
-    return subjects
+        subjects.append(_subject(img, cfg, f.name))
+    return subjects + extra
 
 
 def split_index(shape: tuple[int, ...], cfg: Config) -> int:
@@ -215,11 +240,23 @@ class PatchSampler:
         self.subjects = subjects
         self.scale = scale  # learned-upsampling networks: (LR, HR) pairs at this scale (lr_pairs)
 
-    def _crop_origin(self, subj: Subject, size: int, rng: np.random.Generator) -> tuple[int, int, int] | None:
+    def _warping(self, rng: np.random.Generator) -> bool:
+        d = self.cfg.degradation
+        return d.warp_probability > 0 and rng.random() < d.warp_probability  # no draw when off
+
+    def _reach(self, size: int) -> int:
+        d = self.cfg.degradation
+        return augment.reach(size, rotation=d.rotation, zoom=d.zoom, asymmetry=d.asymmetry, elastic=d.elastic)
+
+    def _crop_origin(self, subj: Subject, size: int, rng: np.random.Generator,
+                     reach: int = 0) -> tuple[int, int, int] | None:
+        """A crop's origin with its centre mostly in the head; a warped crop (reading up to ``reach``
+        voxels beyond its box) stays clear of the held-out slab too."""
         shape = subj.image.shape
         ax = self.cfg.data.holdout_axis
         limit = [s - size for s in shape]
-        limit[ax] = split_index(shape, self.cfg) - size
+        if subj.holdout:
+            limit[ax] = split_index(shape, self.cfg) - size - reach
         if min(limit) < 0:
             return None
         p = self.cfg.train.patch
@@ -231,20 +268,34 @@ class PatchSampler:
                 return o  # type: ignore[return-value]
         return o  # type: ignore[return-value]
 
-    def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator) -> np.ndarray:
-        sl = tuple(slice(o, o + size) for o in origin)
+    def _read(self, subj: Subject, key: str, origin: tuple[int, int, int], size: int,
+              coords: np.ndarray | None) -> np.ndarray:
+        """A crop of the subject's image (``key`` "image") or tissue map, straight or through a warp."""
+        volume = getattr(subj, key)
+        if coords is None:
+            return volume[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
+        if key != "image":
+            return augment.sample_crop(volume, origin, coords, order=1)
+        if key not in subj.spline:
+            subj.spline[key] = ndimage.spline_filter(volume, order=3, output=np.float32, mode="constant")
+        return np.clip(augment.sample_crop(subj.spline[key], origin, coords, order=3), 0, None)
+
+    def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator,
+                 coords: np.ndarray | None = None) -> np.ndarray:
         kind = "t1"
         if subj.gm is not None:
             kind = _weighted_choice(self.cfg.data.contrasts, rng)
+        image = self._read(subj, "image", origin, size, coords)
         if kind == "t1":
-            return subj.image[sl].astype(np.float32)
+            return image
         seed = int(rng.integers(2**63))
-        crop = synthesize(subj.image[sl], subj.gm[sl], subj.wm[sl], kind, np.random.default_rng(seed))
-        # Normalise as the engine would: robust scale of the whole synthesised
+        gm, wm = self._read(subj, "gm", origin, size, coords), self._read(subj, "wm", origin, size, coords)
+        crop = synthesize(image, gm, wm, kind, np.random.default_rng(seed))
+        # Normalise as the engine would: the scale of the whole synthesised
         # volume (subsampled), with the same contrast parameters (same seed).
         sub = (slice(None, None, 3),) * 3
         whole = synthesize(subj.image[sub], subj.gm[sub], subj.wm[sub], kind, np.random.default_rng(seed))
-        return crop / robust_scale(whole)
+        return crop / normalising_scale(whole, self.cfg.data.normalisation)
 
     def _reference_crop(self, subj: Subject, origin: tuple[int, int, int], size: int,
                         rng: np.random.Generator) -> np.ndarray:
@@ -265,20 +316,42 @@ class PatchSampler:
             ref = add_rician_noise(ref, noise, rng)
         return ref.astype(np.float32)
 
-    def _truth(self, size: int, rng: np.random.Generator) -> tuple[Subject, tuple[int, int, int], np.ndarray]:
-        """A random HR crop of ``size``^3, re-contrasted, bias-corrupted and intensity-jittered."""
+    def _subject(self, rng: np.random.Generator) -> Subject:
+        """A random subject: from the whole-head group with ``data.wholehead_probability``."""
+        p = self.cfg.data.wholehead_probability
+        pool = self.subjects
+        if p > 0:
+            group = "wholehead" if rng.random() < p else "template"
+            pool = [s for s in self.subjects if s.group == group] or self.subjects
+        return pool[int(rng.integers(len(pool)))]
+
+    def _dynamic_range(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Brightest tissue boosted, 8-bit saturation (each with its probability; no draw when off)."""
         d = self.cfg.degradation
-        subj = self.subjects[int(rng.integers(len(self.subjects)))]
-        origin = self._crop_origin(subj, size, rng)
+        if d.brighten_probability > 0 and rng.random() < d.brighten_probability:
+            hr = augment.brighten(hr, rng.uniform(*d.brighten), rng.uniform(*d.brighten_level))
+        if d.saturate_probability > 0 and rng.random() < d.saturate_probability:
+            hr = augment.saturate(hr, rng.uniform(*d.saturate_level))
+        return hr
+
+    def _truth(self, size: int, rng: np.random.Generator) -> tuple[Subject, tuple[int, int, int], np.ndarray]:
+        """A random HR crop of ``size``^3, maybe warped, re-contrasted, bias-corrupted and intensity-jittered."""
+        d = self.cfg.degradation
+        subj = self._subject(rng)
+        coords = None
+        if self._warping(rng):
+            coords = augment.random_warp(size, rng, rotation=d.rotation, zoom=d.zoom, asymmetry=d.asymmetry,
+                                         elastic=d.elastic)
+        origin = self._crop_origin(subj, size, rng, self._reach(size) if coords is not None else 0)
         if origin is None:
             p = self.cfg.train.patch
             raise ConfigError(f"train.patch: {p} plus margins ({size}) does not fit in the training region of "
                               f"{subj.name}")
-        hr = self._hr_crop(subj, origin, size, rng)
+        hr = self._hr_crop(subj, origin, size, rng, coords)
         if rng.random() < d.bias_probability:
             hr = hr * bias_field(hr.shape, origin, subj.image.shape, d.bias_strength, rng)
         hr = np.clip(hr, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
-        return subj, origin, hr.astype(np.float32)
+        return subj, origin, self._dynamic_range(hr.astype(np.float32), rng)
 
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One (input, target, per-axis factors) triple: input (C, P, P, P) with
@@ -421,7 +494,7 @@ def validation_cases(cfg: Config, subjects: list[Subject], names: list[str],
             hr = subj.image[sl].astype(np.float32)
         else:
             whole = synthesize(subj.image, subj.gm, subj.wm, contrast, None)
-            hr = (whole / robust_scale(whole))[sl].astype(np.float32)
+            hr = normalise(whole, cfg)[sl]
         mask = subj.head[sl]
         for name, acq in acquisitions.items():
             if scale is not None:

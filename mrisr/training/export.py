@@ -20,7 +20,7 @@ import torch
 from ..metrics import psnr, ssim
 from ..model_card import LoadedModel, ModelCard, architecture_name, example_card, save_model
 from ..upsampling import upsampling_scale
-from . import icbm152
+from . import icbm152, wholehead
 from .config import Config, ConfigError
 from .data import GUIDED_CONTRASTS, VALIDATION_CASES, ValidationCase, load_subjects, validation_cases
 from .lr_pairs import hr_grid_of_lr
@@ -32,9 +32,25 @@ _END_OF_AXIS = {0: "right", 1: "anterior", 2: "superior"}
 REPORT_CONTRASTS = ("t1", "t2", "flair", "pd")
 
 
-def _as_loaded(network: torch.nn.Module, name: str = "candidate") -> LoadedModel:
+def card_normalisation(cfg: Config) -> dict:
+    """The card's ``normalisation`` object for a model trained with ``cfg``.
+
+    Example:
+        >>> from mrisr.training.config import config_from_dict
+        >>> card_normalisation(config_from_dict({"data": {"normalisation": "foreground_median"}}))
+        {'method': 'foreground_median'}
+    """
+    from ..intensity import SCALE_PERCENTILE
+
+    if cfg.data.normalisation == "robust_scale":
+        return {"method": "robust_scale", "percentile": SCALE_PERCENTILE}
+    return {"method": cfg.data.normalisation}
+
+
+def _as_loaded(network: torch.nn.Module, name: str = "candidate", normalisation: dict | None = None) -> LoadedModel:
     card = example_card(name=name, architecture={"name": architecture_name(network), "params": network.config()},
-                        receptive_radius=network.receptive_radius)
+                        receptive_radius=network.receptive_radius,
+                        **({"normalisation": normalisation} if normalisation else {}))
     return LoadedModel(name, card, network.eval(), "0" * 64, Path("."))
 
 
@@ -83,19 +99,11 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
     if subjects[0].gm is None:
         contrasts = ("t1",)  # no tissue maps: only the volumes' own contrast
     rows = []
-    model = _as_loaded(network)
+    model = _as_loaded(network, normalisation=card_normalisation(cfg))
     for case in validation_cases(cfg, subjects, names or list(VALIDATION_CASES), contrasts, scale=scale):
         t0 = time.perf_counter()
         sr, used = _run_case(case, model, precision)
-        seconds = time.perf_counter() - t0
-        row = {"contrast": case.contrast, "case": case.name, "acquisition": case.acquisition.describe(),
-               "psnr_spline": psnr(case.inp, case.target, mask=case.mask),
-               "psnr_model": psnr(sr, case.target, mask=case.mask),
-               "ssim_spline": ssim(case.inp, case.target, mask=case.mask),
-               "ssim_model": ssim(sr, case.target, mask=case.mask),
-               "precision": used, "seconds": round(seconds, 2)}
-        row["psnr_gain"] = row["psnr_model"] - row["psnr_spline"]
-        row["ssim_gain"] = row["ssim_model"] - row["ssim_spline"]
+        row = _row(case, sr, used, time.perf_counter() - t0)
         if baseline is not None:
             single, _ = enhance(case.inp, baseline, device="cpu", precision=precision,
                                 factors=case.acquisition.factors)
@@ -111,6 +119,53 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
             f"  gain {row['psnr_gain']:+5.2f} dB  SSIM {row['ssim_spline']:.4f} -> {row['ssim_model']:.4f}"
             + (f"  8-flip median {row['psnr_ensemble'] - row['psnr_spline']:+5.2f} dB" if ensemble else ""))
     return rows
+
+
+def _row(case: ValidationCase, sr: np.ndarray, used: str, seconds: float) -> dict:
+    row = {"contrast": case.contrast, "case": case.name, "acquisition": case.acquisition.describe(),
+           "psnr_spline": psnr(case.inp, case.target, mask=case.mask),
+           "psnr_model": psnr(sr, case.target, mask=case.mask),
+           "ssim_spline": ssim(case.inp, case.target, mask=case.mask),
+           "ssim_model": ssim(sr, case.target, mask=case.mask),
+           "precision": used, "seconds": round(seconds, 2)}
+    row["psnr_gain"] = row["psnr_model"] - row["psnr_spline"]
+    row["ssim_gain"] = row["ssim_model"] - row["ssim_spline"]
+    return row
+
+
+def real_head_report(model: LoadedModel, names: list[str] | None = None, precision: str = "auto", log=print,
+                     folder: Path | None = None, ensemble: bool = False, crop=None) -> list[dict]:
+    """One row per (real head, acquisition): spline and model PSNR/SSIM and gains
+    (:mod:`mrisr.training.real_heads`), through the code ``upscale`` runs. Rows carry the
+    head's name in ``contrast``. Guided models are not run here (no second channel)."""
+    from .real_heads import all_cases
+
+    rows = []
+    for case in all_cases(names, folder, scale=upsampling_scale(model.network), crop=crop):
+        t0 = time.perf_counter()
+        sr, used = _run_case(case, model, precision, ensemble=ensemble)
+        rows.append(_row(case, sr, used, time.perf_counter() - t0))
+        r = rows[-1]
+        log(f"{case.contrast:15s} {case.name:20s} spline {r['psnr_spline']:6.2f} dB  model {r['psnr_model']:6.2f} dB"
+            f"  gain {r['psnr_gain']:+5.2f} dB  SSIM {r['ssim_spline']:.4f} -> {r['ssim_model']:.4f}")
+    return rows
+
+
+def real_head_table(rows: list[dict], template: list[dict] | None = None) -> str:
+    """Markdown: one row per acquisition, a PSNR-gain column per real head (and the template's T1 slab first,
+    when ``template`` rows are given), then the worst real-head gain."""
+    heads = list(dict.fromkeys(r["contrast"] for r in rows))
+    gains: dict[str, dict[str, float]] = {}
+    for r in rows:
+        gains.setdefault(r["case"], {})[r["contrast"]] = r["psnr_gain"]
+    slab = {r["case"]: r["psnr_gain"] for r in (template or []) if r["contrast"] == "t1"}
+    head = "| acquisition |" + (" template slab (T1) |" if template else "") + "".join(f" {h} |" for h in heads)
+    lines = [head + " worst real head |", "|---|" + ("---|" if template else "") + "---|" * (len(heads) + 1)]
+    for case, per in gains.items():
+        cells = [f"{per[h]:+.2f}" if h in per else "" for h in heads]
+        line = f"| {case} |" + (f" {slab[case]:+.2f} |" if template and case in slab else " |" if template else "")
+        lines.append(line + "".join(f" {c} |" for c in cells) + f" {min(per.values()):+.2f} |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -165,6 +220,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         baseline = load_model()  # the single-input default, for the guided-vs-single comparison
     rows = validation_report(network, cfg, cases, contrasts, log=log, baseline=baseline, ensemble=ensemble)
     gains = [r["psnr_gain"] for r in rows]
+    real = _real_rows(network, cfg, log, ensemble)
     init = read_init(weights.parent)
     init_flag = f" --init {init['model']}" if init else ""
     d = cfg.degradation
@@ -193,6 +249,11 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
     }
     if init is not None:
         training["init"] = init
+    if cfg.data.wholehead_dir:
+        training["wholehead"] = {
+            "probability": cfg.data.wholehead_probability,
+            "sources": [{"file": w.file, "what": w.what, "from": f"{w.package}=={w.version}", "member": w.member,
+                         "sha256": w.sha256, "licence": w.licence, "holdout": w.holdout} for w in wholehead.SOURCES]}
     protocol = ("held-out slab of the template, degraded by each acquisition (mrisr degrade operators, "
                 "Rician noise where named), spline-interpolated back to 1 mm, network run through "
                 "mrisr.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
@@ -222,8 +283,36 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
         "protocol": protocol,
         "psnr_gain_min": min(gains), "psnr_gain_mean": float(np.mean(gains)), "rows": rows,
     }
+    text = f"# Validation of {folder.name}\n\n"
+    if real:
+        validation["real_heads"] = {"protocol": REAL_PROTOCOL, "rows": real,
+                                    "psnr_gain_min": min(r["psnr_gain"] for r in real)}
+        text += (f"## Real heads (PSNR gain over the cubic spline, dB)\n\n{REAL_PROTOCOL}.\n\n"
+                 f"{real_head_table(real, rows)}\n\n{markdown_table(real)}\n\n## Template slab\n\n")
     card = save_model(network, folder, name=folder.name, version=version, description=description,
-                      default=default, training=training, validation=validation)
-    (folder / "validation.md").write_text(f"# Validation of {folder.name}\n\n{validation['protocol']}.\n\n"
-                                          f"{markdown_table(rows)}\n")
+                      default=default, training=training, validation=validation,
+                      normalisation=card_normalisation(cfg))
+    (folder / "validation.md").write_text(text + f"{validation['protocol']}.\n\n{markdown_table(rows)}\n")
     return card
+
+
+#: How the real-head rows are measured.
+REAL_PROTOCOL = ("real single-subject scans never trained on (mrisr.training.real_heads: a whole-head 0.88 mm T1 "
+                 "with scalp fat, a skull-stripped post-contrast 1 mm T1, and the in-plane axes of a real 2.4 mm "
+                 "PD thickened to 2.4 mm with the slice profile), each acquisition simulated in the head's own "
+                 "voxels, the model run through the code of mrisr upscale; PSNR and SSIM over the automatic head "
+                 "mask (mrisr evaluate's)")
+
+
+def _real_rows(network: torch.nn.Module, cfg: Config, log, ensemble: bool) -> list[dict]:
+    """Real-head rows for the card, or none (with a log line) where the heads are absent or the model is guided."""
+    from . import real_heads
+
+    if cfg.data.reference:
+        log("real heads: not measured for guided models here (docs/guided.md)")
+        return []
+    if not real_heads.available():
+        log(f"real heads: not found in {real_heads.data_folder()} (set {real_heads.ENV}); card without them")
+        return []
+    model = _as_loaded(network, normalisation=card_normalisation(cfg))
+    return real_head_report(model, log=log, ensemble=ensemble)
