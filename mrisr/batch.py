@@ -320,7 +320,7 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
         GridTooLargeError: naming the input and the output's size: the spacing
             or factor is too fine (a usage error: nothing has been done yet).
     """
-    from .errors import GridTooLargeError
+    from .errors import GridSizeError, GridTooLargeError
 
     for job in jobs:
         if job.status != "pending" or not job.input.is_file() or not is_nifti_name(job.input.name):
@@ -333,6 +333,8 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
                       max_voxels=settings.max_voxels)
         except GridTooLargeError as exc:
             raise GridTooLargeError(f"{job.input}: {exc}; choose a larger spacing (or a smaller factor)") from None
+        except GridSizeError as exc:
+            raise type(exc)(f"{job.input}: {exc}") from None
         except MrisrError:
             continue  # the reader gives the proper message
 

@@ -7,12 +7,42 @@ fast. Exit codes: 0 success, 1 at least one input failed, 2 usage error.
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+
+class MrisrGroup(TyperGroup):
+    """The ``mrisr`` group: Typer's own usage errors become one ``mrisr: error:`` line (exit 2).
+
+    Typer would draw a framed, multi-line box; mrisr's convention is one line
+    on stderr, whoever finds the error. Exit codes are Typer's (2 for usage,
+    130 for Ctrl-C, the command's own otherwise).
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # noqa: D102
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from mrisr.cli.common import print_error, report_click_error
+
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except TyperException as exc:
+            sys.exit(report_click_error(exc))
+        except typer.Abort:  # end of input at a prompt
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="mrisr",
+    cls=MrisrGroup,
     help="Super-resolution of brain MRI with exact geometry: spline interpolation plus a bundled 3D CNN.",
     no_args_is_help=True,
     add_completion=True,

@@ -161,6 +161,31 @@ def usage_error(message: str, console: Any = None) -> typer.Exit:
     return typer.Exit(code=EXIT_USAGE)
 
 
+def report_click_error(exc: Any) -> int:
+    """Print a usage error raised by Typer / Click itself as one line; return its exit code.
+
+    Unknown options, bad option values, missing arguments: the same one-line
+    ``mrisr: error: ...`` as mrisr's own usage errors, with a pointer to the
+    command's ``--help`` (exit 2). A bare ``mrisr`` (help already shown) keeps
+    its exit code and prints nothing more.
+
+    Example:
+        >>> from typer.exceptions import TyperException
+        >>> report_click_error(TyperException("bad"))  # doctest: +SKIP
+        mrisr: error: bad
+        1
+    """
+    code = int(getattr(exc, "exit_code", EXIT_USAGE))
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        return code
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and code == EXIT_USAGE:
+        message = f"{message} (see '{ctx.command_path} --help')"
+    print_error(message)
+    return code
+
+
 def print_json(obj: Any) -> None:
     """Write one JSON record as a single line on stdout and flush it."""
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
