@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -55,6 +57,11 @@ DICOM_SUFFIXES = (".dcm", ".ima")
 
 #: qform and sform may differ by this much (mm, at the grid corners) silently.
 QFORM_SFORM_TOLERANCE_MM = 1e-4
+#: Largest |voxel value| accepted (float32's maximum / 16): headroom for spline
+#: overshoot and the network's arithmetic, so no output overflows to Inf.
+MAX_ABS_VALUE = float(np.finfo(np.float32).max) / 16
+#: Integers above this (2**24) are not all representable in float32, mrisr's working type.
+FLOAT32_EXACT_INTEGERS = 2 ** 24
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 24
@@ -241,15 +248,31 @@ def sitk_to_ras(image: Any) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- dispatch
 
 
+#: What ``stat`` says a path is, for the paths that are neither files nor folders.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def _check_readable(p: Path) -> None:
-    """Refuse missing or unreadable paths with a clear reason."""
-    if not p.exists():
-        reason = "broken symbolic link" if p.is_symlink() else "no such file or folder"
-        raise InputError(p, reason)
-    if p.is_dir():
+    """Refuse missing, unreadable and special paths (FIFOs, devices) with a clear reason.
+
+    Special files are refused from ``stat`` alone, before any ``open``: opening
+    a FIFO with no writer would block for ever, and a device such as
+    ``/dev/zero`` would be read without end.
+    """
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(p, "broken symbolic link" if p.is_symlink() else "no such file or folder") from None
+    except OSError as e:
+        raise InputError(p, f"cannot open: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
         if not os.access(p, os.R_OK | os.X_OK):
             raise InputError(p, "permission denied (cannot list the folder)")
         return
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise InputError(p, f"is {kind}, not a regular file; mrisr reads image files and folders only")
     try:
         with open(p, "rb"):
             pass
@@ -316,9 +339,29 @@ def finish_volume(vol: Volume, p: Path | None, nan_to_num: bool) -> Volume:
             raise InputError(p, f"{what}; use --nan-to-num (nan_to_num=True in Python) to replace them with 0")
         data = np.where(finite, data, np.float32(0))
         vol.warnings.append(f"{what}: replaced with 0 (--nan-to-num)")
+    _check_value_range(p, data, vol)
     vol.data = data
     vol.path = p
     return vol
+
+
+def _check_value_range(p: Path | None, data: np.ndarray, vol: Volume) -> None:
+    """Refuse values near the float32 limit; warn when integers above 2**24 were rounded.
+
+    Raises:
+        InputError: for |values| above :data:`MAX_ABS_VALUE`.
+    """
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if peak > MAX_ABS_VALUE:
+        raise InputError(p, f"values reach {peak:.3g}, too close to the float32 limit "
+                            f"({float(np.finfo(np.float32).max):.3g}): interpolation would overflow to Inf. "
+                            f"mrisr accepts |values| up to {MAX_ABS_VALUE:.3g}; rescale the image first")
+    source = np.dtype(vol.source_dtype) if vol.source_dtype is not None else None
+    if source is not None and source.kind in "iu" and peak >= FLOAT32_EXACT_INTEGERS and not _is_scaled(vol):
+        step = 2.0 ** (int(np.floor(np.log2(peak))) - 23)
+        vol.warnings.append(f"integer values reach {peak:,.0f}, at or above 2^24 ({FLOAT32_EXACT_INTEGERS:,}): "
+                            f"mrisr computes in float32, which rounds integers above 2^24 to multiples of up to "
+                            f"{step:g} (the output holds the rounded values, also with --dtype input)")
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -421,6 +464,7 @@ def _parse_header(p: Path, klass: type, raw: bytes, with_extensions: bool = Fals
 
 def _check_nifti_header(p: Path, hdr: Any) -> tuple[int, ...]:
     """Refuse what mrisr cannot process; return the data shape (3D or 4D)."""
+    _check_datatype_code(p, hdr)
     try:
         dims = tuple(int(v) for v in hdr.get_data_shape())
         dtype = hdr.get_data_dtype()
@@ -447,6 +491,26 @@ def _check_nifti_header(p: Path, hdr: Any) -> tuple[int, ...]:
     return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
 
 
+def _is_scaled(vol: Volume) -> bool:
+    """Whether the volume's NIfTI header scales its stored values (then they are no longer integers)."""
+    hdr = vol.header
+    if hdr is None or "scl_slope" not in getattr(hdr, "keys", lambda: ())():
+        return False
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    return math.isfinite(slope) and slope != 0 and (slope, inter) != (1.0, 0.0)
+
+
+def _check_datatype_code(p: Path, hdr: Any) -> None:
+    """Refuse a datatype code NIfTI does not define, listing the ones it does."""
+    from nibabel.nifti1 import data_type_codes
+
+    code = int(hdr["datatype"])
+    if code in data_type_codes.code:
+        return
+    known = ", ".join(f"{c} {data_type_codes.label[c]}" for c in sorted(data_type_codes.value_set("code")))
+    raise InputError(p, f"corrupt NIfTI header: unknown datatype code {code} (NIfTI defines {known})")
+
+
 def _nifti_data(p: Path, hdr: Any, buf: bytearray, shape: tuple[int, ...]) -> np.ndarray:
     """Decode the data block as float32, applying scl_slope / scl_inter."""
     dtype = hdr.get_data_dtype()
@@ -459,15 +523,35 @@ def _nifti_data(p: Path, hdr: Any, buf: bytearray, shape: tuple[int, ...]) -> np
         raise InputError(p, f"truncated: the header promises {need:,} bytes (shape {shape}, {dtype}), "
                             f"the file holds {len(buf):,}")
     raw = np.frombuffer(buf, dtype=dtype, count=n_vox, offset=offset).reshape(shape, order="F")
-    data = raw.astype(np.float32)
-    try:
-        slope, inter = hdr.get_slope_inter()
-    except Exception as e:
-        raise InputError(p, f"corrupt scaling: {e}") from None
-    if slope is not None and (slope, inter) != (1.0, 0.0):
-        data *= np.float32(slope)
-        data += np.float32(inter)
-    return data
+    slope, inter = _scaling(p, hdr)
+    if slope is None:
+        return raw.astype(np.float32)
+    scaled = raw.astype(np.float64) * slope + inter  # float64: no overflow before the range check
+    finite = np.isfinite(raw) if raw.dtype.kind == "f" else True
+    peak = float(np.max(np.abs(scaled[finite]))) if np.any(finite) else 0.0
+    if peak > MAX_ABS_VALUE:
+        raise InputError(p, f"scl_slope {slope:g} and scl_inter {inter:g} scale the stored values up to "
+                            f"{peak:.3g}, beyond the float32 range mrisr computes in (|values| up to "
+                            f"{MAX_ABS_VALUE:.3g}): the header's scaling is probably wrong; fix scl_slope "
+                            "(--nan-to-num would not help: it would zero the image)")
+    return scaled.astype(np.float32)
+
+
+def _scaling(p: Path, hdr: Any) -> tuple[float | None, float]:
+    """``(slope, inter)`` to apply, or ``(None, 0)`` for none.
+
+    A ``scl_slope`` of 0 or NaN means no scaling (the NIfTI standard and
+    nibabel); an infinite slope, or a non-finite intercept with a slope, is a
+    corrupt header.
+    """
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if math.isinf(slope):
+        raise InputError(p, f"corrupt NIfTI header: scl_slope is {slope} (0 or NaN means no scaling)")
+    if slope == 0 or math.isnan(slope):
+        return None, 0.0
+    if not math.isfinite(inter):
+        raise InputError(p, f"corrupt NIfTI header: scl_inter is {inter} with scl_slope {slope:g}")
+    return (None, 0.0) if (slope, inter) == (1.0, 0.0) else (slope, inter)
 
 
 def _qform(header: Any) -> np.ndarray:
