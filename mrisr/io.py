@@ -60,6 +60,8 @@ QFORM_SFORM_TOLERANCE_MM = 1e-4
 #: Largest |voxel value| accepted (float32's maximum / 16): headroom for spline
 #: overshoot and the network's arithmetic, so no output overflows to Inf.
 MAX_ABS_VALUE = float(np.finfo(np.float32).max) / 16
+#: Deflate cannot compress more than about 1032:1, so a .gz file holds at most this many times its size.
+GZIP_MAX_RATIO = 1032
 #: Integers above this (2**24) are not all representable in float32, mrisr's working type.
 FLOAT32_EXACT_INTEGERS = 2 ** 24
 
@@ -184,6 +186,7 @@ def read_nifti_geometry(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple
         head = f.read(540)
     hdr = _parse_header(p, _nifti_header_class(p, head[:4], len(head)), head)
     shape = _check_nifti_header(p, hdr)
+    _check_data_fits(p, hdr, shape)
     try:
         affine, _, _ = nifti_affine(hdr, shape)
     except GeometryError as e:
@@ -387,6 +390,9 @@ def _gzip_errors(p: Path) -> Iterator[None]:
         raise InputError(p, "truncated or corrupt gzip stream: the file ends before the compressed "
                             "data does (incomplete download or copy?)") from None
     except gzip.BadGzipFile as e:
+        if str(e).startswith("Not a gzipped file"):  # the first member was checked: this follows it
+            raise InputError(p, "holds bytes after the end of its gzip data that are not gzip data (trailing "
+                                "garbage: an appended or damaged file?); re-compress it with gzip") from None
         raise InputError(p, f"corrupt gzip data ({e})") from None
     except zlib.error as e:
         raise InputError(p, f"truncated or corrupt gzip data ({e})") from None
@@ -422,7 +428,7 @@ def _load_nifti(p: Path) -> Volume:
         buf = bytearray(f.read(540))
         klass = _nifti_header_class(p, bytes(buf[:4]), len(buf))
         first = _parse_header(p, klass, bytes(buf))
-        _check_nifti_header(p, first)  # refuse early, before reading the data
+        _check_data_fits(p, first, _check_nifti_header(p, first))  # refuse early, before reading the data
         _read_all(f, buf)
     end = max(int(first.get_data_offset()), len(first.binaryblock))
     hdr = _parse_header(p, klass, bytes(buf[:end]), with_extensions=True)
@@ -500,6 +506,38 @@ def _is_scaled(vol: Volume) -> bool:
     return math.isfinite(slope) and slope != 0 and (slope, inter) != (1.0, 0.0)
 
 
+def _data_extent(p: Path, hdr: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(offset, end)`` of the data block the header declares (exact integers, no overflow).
+
+    Raises:
+        InputError: a data offset that is not a number or lies inside the header.
+    """
+    vox_offset = float(hdr["vox_offset"])
+    if not math.isfinite(vox_offset):
+        raise InputError(p, f"corrupt NIfTI header: vox_offset is {vox_offset}")
+    offset = int(hdr.get_data_offset())
+    if offset < int(hdr["sizeof_hdr"]):
+        raise InputError(p, f"corrupt NIfTI header: data offset {offset} lies inside the header")
+    return offset, offset + math.prod(shape) * hdr.get_data_dtype().itemsize
+
+
+def _check_data_fits(p: Path, hdr: Any, shape: tuple[int, ...]) -> None:
+    """Refuse, from the file's size alone, a header that declares more data than the file can hold.
+
+    An uncompressed file must hold the whole block; a gzip file can hold at
+    most :data:`GZIP_MAX_RATIO` times its size (deflate's limit). So huge
+    declared dimensions are found before any planning or reading.
+    """
+    _, need = _data_extent(p, hdr, shape)
+    size = p.stat().st_size
+    gz = p.name.lower().endswith(".gz")
+    room = size * GZIP_MAX_RATIO if gz else size
+    if need > room:
+        what = f"at most {room:,} bytes uncompressed (gzip's limit)" if gz else f"{size:,} bytes"
+        raise InputError(p, f"truncated: the header promises {need:,} bytes (shape {shape}, "
+                            f"{hdr.get_data_dtype()}), the file holds {what}")
+
+
 def _check_datatype_code(p: Path, hdr: Any) -> None:
     """Refuse a datatype code NIfTI does not define, listing the ones it does."""
     from nibabel.nifti1 import data_type_codes
@@ -514,11 +552,8 @@ def _check_datatype_code(p: Path, hdr: Any) -> None:
 def _nifti_data(p: Path, hdr: Any, buf: bytearray, shape: tuple[int, ...]) -> np.ndarray:
     """Decode the data block as float32, applying scl_slope / scl_inter."""
     dtype = hdr.get_data_dtype()
-    offset = int(hdr.get_data_offset())
-    n_vox = int(np.prod(shape, dtype=np.int64))
-    need = offset + n_vox * dtype.itemsize
-    if offset < int(hdr["sizeof_hdr"]):
-        raise InputError(p, f"corrupt NIfTI header: data offset {offset} lies inside the header")
+    offset, need = _data_extent(p, hdr, shape)
+    n_vox = math.prod(shape)
     if len(buf) < need:
         raise InputError(p, f"truncated: the header promises {need:,} bytes (shape {shape}, {dtype}), "
                             f"the file holds {len(buf):,}")

@@ -17,27 +17,31 @@ from typer.exceptions import TyperException
 
 
 class MrisrGroup(TyperGroup):
-    """The ``mrisr`` group: Typer's own usage errors become one ``mrisr: error:`` line (exit 2).
+    """The ``mrisr`` group: one-line usage errors, and SIGTERM/SIGHUP handled like Ctrl-C.
 
-    Typer would draw a framed, multi-line box; mrisr's convention is one line
-    on stderr, whoever finds the error. Exit codes are Typer's (2 for usage,
-    130 for Ctrl-C, the command's own otherwise).
+    Typer would draw a framed, multi-line box for its own usage errors; mrisr's
+    convention is one ``mrisr: error:`` line on stderr (exit 2), whoever finds
+    the error. SIGINT, SIGTERM and SIGHUP stop the run the same way: the output
+    being written is abandoned (its temporary file removed), one line says so,
+    and the exit code is 128 + the signal (130, 143, 129).
     """
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # noqa: D102
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        from mrisr.cli.common import print_error, report_click_error
+        from mrisr.cli.common import interrupted_exit, print_error, report_click_error, stop_signals
 
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except TyperException as exc:
-            sys.exit(report_click_error(exc))
-        except typer.Abort:  # end of input at a prompt
-            print_error("aborted")
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        with stop_signals() as got:
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except TyperException as exc:
+                sys.exit(report_click_error(exc))
+            except typer.Abort:  # end of input at a prompt
+                print_error("aborted")
+                sys.exit(1)
+            code = rv if isinstance(rv, int) else 0
+            sys.exit(interrupted_exit(got, code) if got or code == 130 else code)
 
 
 app = typer.Typer(
