@@ -355,10 +355,7 @@ def _check_value_range(p: Path | None, data: np.ndarray, vol: Volume) -> None:
         InputError: for |values| above :data:`MAX_ABS_VALUE`.
     """
     peak = float(np.max(np.abs(data))) if data.size else 0.0
-    if peak > MAX_ABS_VALUE:
-        raise InputError(p, f"values reach {peak:.3g}, too close to the float32 limit "
-                            f"({float(np.finfo(np.float32).max):.3g}): interpolation would overflow to Inf. "
-                            f"mrisr accepts |values| up to {MAX_ABS_VALUE:.3g}; rescale the image first")
+    _check_peak(p, peak)
     source = np.dtype(vol.source_dtype) if vol.source_dtype is not None else None
     if source is not None and source.kind in "iu" and peak >= FLOAT32_EXACT_INTEGERS and not _is_scaled(vol):
         step = 2.0 ** (int(np.floor(np.log2(peak))) - 23)
@@ -492,9 +489,35 @@ def _check_nifti_header(p: Path, hdr: Any) -> tuple[int, ...]:
     if dtype.kind == "c":
         raise InputError(p, f"has complex voxels ({dtype}); save the magnitude as a real image first")
     if dtype.kind not in "iufb":
-        raise InputError(p, f"has unsupported voxel type {dtype}")
+        from nibabel.nifti1 import data_type_codes
+
+        code = int(hdr["datatype"])
+        raise InputError(p, f"has unsupported voxel type {data_type_codes.label[code]} (NIfTI datatype {code}); "
+                            "mrisr reads integer, float32 and float64 images")
     shape = dims[:4] + (1,) * (3 - len(dims))
     return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+
+
+def _check_peak(p: Path | None, peak: float) -> None:
+    """Refuse a largest |value| above :data:`MAX_ABS_VALUE` (near or beyond float32's limit)."""
+    if peak > MAX_ABS_VALUE:
+        raise InputError(p, f"values reach {peak:.3g}, too close to the float32 limit "
+                            f"({float(np.finfo(np.float32).max):.3g}) mrisr computes in: interpolation would "
+                            f"overflow to Inf. mrisr accepts |values| up to {MAX_ABS_VALUE:.3g}; rescale the "
+                            "image first")
+
+
+def as_float32(p: Path | None, arr: np.ndarray) -> np.ndarray:
+    """``arr`` as float32, refusing float64 values float32 cannot hold (they would become Inf).
+
+    Example:
+        >>> as_float32(None, np.array([1.5, -2.0])).dtype
+        dtype('float32')
+    """
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
+        finite = np.isfinite(arr)
+        _check_peak(p, float(np.max(np.abs(arr[finite]))) if finite.any() else 0.0)
+    return arr.astype(np.float32)
 
 
 def _is_scaled(vol: Volume) -> bool:
@@ -533,7 +556,7 @@ def _check_data_fits(p: Path, hdr: Any, shape: tuple[int, ...]) -> None:
     gz = p.name.lower().endswith(".gz")
     room = size * GZIP_MAX_RATIO if gz else size
     if need > room:
-        what = f"at most {room:,} bytes uncompressed (gzip's limit)" if gz else f"{size:,} bytes"
+        what = f"at most {room:,} bytes uncompressed (gzip's limit)" if gz else f"{size:,}"
         raise InputError(p, f"truncated: the header promises {need:,} bytes (shape {shape}, "
                             f"{hdr.get_data_dtype()}), the file holds {what}")
 
@@ -560,10 +583,11 @@ def _nifti_data(p: Path, hdr: Any, buf: bytearray, shape: tuple[int, ...]) -> np
     raw = np.frombuffer(buf, dtype=dtype, count=n_vox, offset=offset).reshape(shape, order="F")
     slope, inter = _scaling(p, hdr)
     if slope is None:
-        return raw.astype(np.float32)
-    scaled = raw.astype(np.float64) * slope + inter  # float64: no overflow before the range check
-    finite = np.isfinite(raw) if raw.dtype.kind == "f" else True
-    peak = float(np.max(np.abs(scaled[finite]))) if np.any(finite) else 0.0
+        return as_float32(p, raw)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = raw.astype(np.float64) * slope + inter  # float64: the range is checked before float32
+    stored = scaled[np.isfinite(raw)] if raw.dtype.kind == "f" else scaled  # NaN/Inf voxels: finish_volume
+    peak = float(np.max(np.abs(stored))) if stored.size else 0.0
     if peak > MAX_ABS_VALUE:
         raise InputError(p, f"scl_slope {slope:g} and scl_inter {inter:g} scale the stored values up to "
                             f"{peak:.3g}, beyond the float32 range mrisr computes in (|values| up to "
@@ -702,7 +726,7 @@ def _load_mgh(p: Path) -> Volume:
     meta = {"format": "mgh"}
     if data.ndim == 4:
         meta.update(tr=float(img.header["tr"]) / 1000.0, time_units="sec")
-    return Volume(data=data.astype(np.float32), affine=np.asarray(img.affine, dtype=np.float64),
+    return Volume(data=as_float32(p, data), affine=np.asarray(img.affine, dtype=np.float64),
                   source_dtype=_native(data.dtype), meta=meta)
 
 
@@ -740,7 +764,7 @@ def sitk_volume(p: Path, image: Any) -> Volume:
             data = data[..., 0]
         else:
             meta["tr"] = float(image.GetSpacing()[3])
-    return Volume(data=data.astype(np.float32), affine=affine, source_dtype=_native(data.dtype), meta=meta)
+    return Volume(data=as_float32(p, data), affine=affine, source_dtype=_native(data.dtype), meta=meta)
 
 
 def _load_sitk(p: Path) -> Volume:
