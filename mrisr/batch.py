@@ -297,6 +297,13 @@ def _make_dir(folder: Path) -> None:
 
 
 def _mark_existing(job: Job, force: bool) -> None:
+    from .writer import check_name_length
+
+    try:
+        check_name_length(job.output)  # a name the file system cannot hold fails this job alone
+    except OutputError as exc:
+        _fail(job, exc)
+        return
     if force:
         return
     if job.output.exists():

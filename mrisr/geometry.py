@@ -190,11 +190,18 @@ def _grid_shape(n: Sequence[int], s: np.ndarray, sp: tuple[float, float, float],
         total = float(np.prod(extents))
     if not math.isfinite(total) or total > max_voxels:
         shown = "(" + ", ".join(_fmt_count(v, sep="") for v in extents) + ")"
-        size = (f"{_fmt_count(total)} voxels, {total * 4 / 1e9:.1f} GB as float32" if math.isfinite(total)
-                else "more voxels than a float can count")
-        raise GridTooLargeError(f"spacing {_fmt_values(sp)} would give an output of shape {shown} ({size}), "
-                                f"above the limit of {max_voxels:,} voxels")
+        raise GridTooLargeError(f"spacing {_fmt_values(sp)} would give an output of shape {shown} "
+                                f"({_fmt_size(total)}), above the limit of {max_voxels:,} voxels")
     return (int(extents[0]), int(extents[1]), int(extents[2]))
+
+
+def _fmt_size(total: float) -> str:
+    """Voxels and float32 gigabytes of a grid, readable however large."""
+    if not math.isfinite(total):
+        return "more voxels than a float can count"
+    gb = total * 4 / 1e9
+    return f"{_fmt_count(total)} voxels, {gb:.1f} GB as float32" if gb < 1e12 else \
+        f"{_fmt_count(total)} voxels, {gb:.3g} GB as float32"
 
 
 def _fmt_values(values: Sequence[float]) -> str:

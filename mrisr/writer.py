@@ -214,10 +214,7 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool = False,
         raise OutputError(f"{out}: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: the folder {folder} is not writable")
-    limit = name_max(folder)
-    if len(os.fsencode(out.name)) > limit:
-        raise OutputError(f"{out}: the output name is {len(os.fsencode(out.name))} bytes long, above the "
-                          f"file-name limit of {limit} bytes here; give a shorter name with -o")
+    check_name_length(out)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a file name")
     for inp in inputs:
@@ -226,6 +223,25 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool = False,
     if (out.exists() or out.is_symlink()) and not force:
         raise OutputError(f"{out} already exists; use --force to overwrite it")
     return out
+
+
+def check_name_length(path: str | os.PathLike[str]) -> None:
+    """Refuse an output name longer than its folder's file-name limit (``NAME_MAX``, usually 255 bytes).
+
+    Raises:
+        OutputError: naming the output, its length and the limit.
+
+    Example:
+        >>> check_name_length("/tmp/" + "a" * 300 + ".nii.gz")
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.OutputError: /tmp/aaa...
+    """
+    out = Path(path)
+    size, limit = len(os.fsencode(out.name)), name_max(out.parent)
+    if size > limit:
+        raise OutputError(f"{out}: the output name is {size} bytes long, above the file-name limit of {limit} "
+                          "bytes here; give a shorter name with -o")
 
 
 def encode_data(data: np.ndarray, dtype: str, template: Volume | None = None
@@ -514,5 +530,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "check_output_path", "encode_data",
+__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "check_output_path",
+           "check_name_length", "name_max", "encode_data",
            "has_shear", "OUTPUT_SUFFIXES", "DTYPES"]
