@@ -169,6 +169,8 @@ def _folder_inputs(folder: Path) -> list[Path]:
     series subfolders."""
     try:
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except PermissionError:
+        return [folder]  # one input that fails alone when read ("permission denied"); the batch goes on
     except OSError as exc:
         raise MrisrError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
     images = [p for p in entries if p.is_file() and is_image_name(p.name)]

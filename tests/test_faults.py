@@ -183,6 +183,28 @@ def test_unreadable_input_fails_alone_for_a_real_user(shared_dir, through):
     assert nib.load(out / "good_sr.nii.gz").shape == (8, 7, 8)
 
 
+def test_unlistable_folder_fails_alone_for_a_real_user(shared_dir):
+    prefix = _as_nobody()
+    locked = shared_dir / "locked"
+    save(locked / "a.nii.gz").chmod(0o644)
+    good = save(shared_dir / "good.nii.gz")
+    good.chmod(0o644)
+    locked.chmod(0)
+    out = shared_dir / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    try:
+        result = run_cli(locked, good, "--spacing", "1.5", "--output-dir", out, "--json", "--quiet", prefix=prefix,
+                         HOME=str(shared_dir))
+    finally:
+        locked.chmod(0o755)
+    if prefix == () and os.geteuid() == 0:
+        pytest.skip("root lists anything")
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr) == [f"mrisr: error: {locked}: permission denied (cannot list the folder)"]
+    assert records(result.stdout)["good.nii.gz"]["status"] == "ok"
+
+
 # --------------------------------------------------------------------------- a real full disk
 
 
