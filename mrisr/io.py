@@ -57,9 +57,10 @@ DICOM_SUFFIXES = (".dcm", ".ima")
 
 #: qform and sform may differ by this much (mm, at the grid corners) silently.
 QFORM_SFORM_TOLERANCE_MM = 1e-4
-#: Largest |voxel value| accepted (float32's maximum / 16): headroom for spline
-#: overshoot and the network's arithmetic, so no output overflows to Inf.
-MAX_ABS_VALUE = float(np.finfo(np.float32).max) / 16
+#: Largest |voxel value| accepted (1e30, float32's maximum being 3.4e38): headroom
+#: for spline overshoot and for float32 sums over a whole image (the network's
+#: intensity normalisation), so nothing overflows to Inf. MRI never comes near.
+MAX_ABS_VALUE = float(np.float32(1e30))
 #: Deflate cannot compress more than about 1032:1, so a .gz file holds at most this many times its size.
 GZIP_MAX_RATIO = 1032
 #: Integers above this (2**24) are not all representable in float32, mrisr's working type.
@@ -501,10 +502,9 @@ def _check_nifti_header(p: Path, hdr: Any) -> tuple[int, ...]:
 def _check_peak(p: Path | None, peak: float) -> None:
     """Refuse a largest |value| above :data:`MAX_ABS_VALUE` (near or beyond float32's limit)."""
     if peak > MAX_ABS_VALUE:
-        raise InputError(p, f"values reach {peak:.3g}, too close to the float32 limit "
-                            f"({float(np.finfo(np.float32).max):.3g}) mrisr computes in: interpolation would "
-                            f"overflow to Inf. mrisr accepts |values| up to {MAX_ABS_VALUE:.3g}; rescale the "
-                            "image first")
+        raise InputError(p, f"values reach {peak:.3g}, above the {MAX_ABS_VALUE:.3g} mrisr accepts: it computes "
+                            f"in float32 (limit {float(np.finfo(np.float32).max):.3g}), where interpolation and "
+                            "sums over the image would overflow to Inf; rescale the image first")
 
 
 def as_float32(p: Path | None, arr: np.ndarray) -> np.ndarray:
@@ -590,9 +590,9 @@ def _nifti_data(p: Path, hdr: Any, buf: bytearray, shape: tuple[int, ...]) -> np
     peak = float(np.max(np.abs(stored))) if stored.size else 0.0
     if peak > MAX_ABS_VALUE:
         raise InputError(p, f"scl_slope {slope:g} and scl_inter {inter:g} scale the stored values up to "
-                            f"{peak:.3g}, beyond the float32 range mrisr computes in (|values| up to "
-                            f"{MAX_ABS_VALUE:.3g}): the header's scaling is probably wrong; fix scl_slope "
-                            "(--nan-to-num would not help: it would zero the image)")
+                            f"{peak:.3g}, above the {MAX_ABS_VALUE:.3g} mrisr accepts (it computes in float32): "
+                            "the header's scaling is probably wrong; fix scl_slope (--nan-to-num would not help: "
+                            "it would zero the image)")
     return scaled.astype(np.float32)
 
 

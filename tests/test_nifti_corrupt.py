@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -136,8 +137,8 @@ def test_scl_slope_zero_or_nan_means_no_scaling(tmp_path, slope):
 def test_scl_slope_scaling_is_exact_in_float64(tmp_path):
     data = np.full(SHAPE, 30000, np.int16)
     data.flat[:3] = [-32768, 1, 7]
-    vol = load_volume(saved(tmp_path / "s.nii", data, slope=1e30, inter=-5e29))
-    np.testing.assert_array_equal(vol.data, (data.astype(np.float64) * np.float32(1e30) + np.float32(-5e29))
+    vol = load_volume(saved(tmp_path / "s.nii", data, slope=1e25, inter=-5e24))
+    np.testing.assert_array_equal(vol.data, (data.astype(np.float64) * np.float32(1e25) + np.float32(-5e24))
                                   .astype(np.float32))
     assert np.isfinite(vol.data).all()
 
@@ -157,7 +158,7 @@ def test_non_finite_scl_inter_with_a_slope_is_a_corrupt_header(tmp_path):
 def test_huge_scl_slope_is_refused_with_advice_that_helps(tmp_path):
     bad = saved(tmp_path / "huge_slope.nii.gz", np.full(SHAPE, 1000, np.int16), slope=1e38, inter=0.0)
     text = reason(bad)
-    assert text.startswith("scl_slope 1e+38 and scl_inter 0 scale the stored values up to 1e+41")
+    assert text.startswith("scl_slope 1e+38 and scl_inter 0 scale the stored values up to 1e+41, above the 1e+30")
     assert "fix scl_slope" in text and "--nan-to-num would not help" in text
     fails_alone(tmp_path, bad, "fix scl_slope")
 
@@ -171,17 +172,21 @@ def test_float32_values_near_the_limit_are_refused_not_written_as_inf(tmp_path):
     data[1::2] = -3e38
     bad = saved(tmp_path / "near_limit.nii.gz", data)
     text = reason(bad)
-    assert text.startswith("values reach 3e+38, too close to the float32 limit") and "rescale" in text
-    fails_alone(tmp_path, bad, "too close to the float32 limit")
+    assert text.startswith("values reach 3e+38, above the 1e+30 mrisr accepts") and "rescale" in text
+    fails_alone(tmp_path, bad, "overflow to Inf")
 
 
-def test_values_just_under_the_limit_upscale_to_finite_values(tmp_path):
-    data = np.where(RNG.random((6, 5, 4)) < 0.5, MAX_ABS_VALUE, -MAX_ABS_VALUE).astype(np.float32)
+@pytest.mark.parametrize("method", ["spline", "cnn"])
+def test_values_at_the_limit_upscale_to_finite_values_without_overflow(tmp_path, method):
+    data = np.where(RNG.random((12, 10, 8)) < 0.5, MAX_ABS_VALUE, -MAX_ABS_VALUE).astype(np.float32)
     src = saved(tmp_path / "edge.nii.gz", data)
-    result = upscale(src, "--spacing", "0.7", "--order", "5", "-o", tmp_path / "o.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow anywhere on the way
+        result = CliRunner().invoke(app, ["upscale", str(src), "--spacing", "0.7", "--order", "5", "--method",
+                                          method, "--device", "cpu", "-o", str(tmp_path / "o.nii.gz"), "--quiet"])
     assert result.exit_code == 0, result.output
     out = np.asarray(nib.load(tmp_path / "o.nii.gz").dataobj)
-    assert np.isfinite(out).all() and np.abs(out).max() > MAX_ABS_VALUE  # the overshoot stayed inside float32
+    assert np.isfinite(out).all() and np.abs(out).max() > MAX_ABS_VALUE
 
 
 def test_float64_values_beyond_float32_are_refused_not_called_infinite(tmp_path):
