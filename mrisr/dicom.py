@@ -60,6 +60,8 @@ _SLICE_SPACING = "0018|0088"
 _IMAGE_MARKS = (b"\x28\x00\x10\x00", b"\x00\x28\x00\x10", b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 _IMAGE_SOP_PREFIX = b"1.2.840.10008.5.1.4.1.1."
 _NON_IMAGE_SOP = (b"88.", b"104.", b"11.", b"9.", b"66", b"481.2", b"481.3", b"481.4", b"481.5")
+# Media Storage Directory (DICOMDIR): its icon images carry Rows and Pixel Data tags too.
+_DICOMDIR_SOP = b"1.2.840.10008.1.3.10"
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,8 @@ def _damaged(path: Path) -> _Damaged | None:
     except OSError as e:
         return _Damaged(path, f"cannot be read ({e.strerror or e})", b"")
     body = head[132:]
+    if path.name.upper() == "DICOMDIR" or _DICOMDIR_SOP in body:
+        return None
     sop = body.find(_IMAGE_SOP_PREFIX)
     image_sop = sop >= 0 and not body[sop + len(_IMAGE_SOP_PREFIX):].startswith(_NON_IMAGE_SOP)
     if not image_sop and not any(mark in body for mark in _IMAGE_MARKS):

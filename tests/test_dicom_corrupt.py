@@ -105,6 +105,9 @@ def test_non_image_dicom_files_are_still_ignored(tmp_path):
     folder = tmp_path / "series"
     data = dicom_series(folder)
     (folder / "DICOMDIR").write_bytes(JUNK_DICM)
+    # A directory record with an icon image (Rows, Pixel Data tags) under another name: still not a slice.
+    meta = b"\x02\x00\x02\x00UI\x14\x001.2.840.10008.1.3.10"
+    (folder / "index.dir").write_bytes(b"\0" * 128 + b"DICM" + meta + b"\x28\x00\x10\x00\xe0\x7f\x10\x00junk")
     vol = load_dicom_folder(folder)
     np.testing.assert_array_equal(vol.data, data.astype(np.float32))
     assert [s.n_slices for s in list_series(folder)] == [4]
