@@ -355,7 +355,7 @@ def _check_value_range(p: Path | None, data: np.ndarray, vol: Volume) -> None:
     Raises:
         InputError: for |values| above :data:`MAX_ABS_VALUE`.
     """
-    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    peak = max(float(data.max()), -float(data.min())) if data.size else 0.0  # no |data| copy
     _check_peak(p, peak)
     source = np.dtype(vol.source_dtype) if vol.source_dtype is not None else None
     if source is not None and source.kind in "iu" and peak >= FLOAT32_EXACT_INTEGERS and not _is_scaled(vol):

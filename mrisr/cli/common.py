@@ -220,8 +220,8 @@ def interrupted_exit(got: dict[str, int], code: int) -> int:
     if signum is None:
         return code
     name = signal.Signals(signum).name
-    print_error(f"interrupted by {name}: the run stopped; outputs finished before it are kept, the one being "
-                "written was not created (no temporary file is left)")
+    print_error(f"interrupted by {name}: the run stopped; outputs finished before it are kept, the input in "
+                "progress left no output (and no temporary file)")
     return 128 + int(signum)
 
 
