@@ -57,6 +57,10 @@ DICOM_SUFFIXES = (".dcm", ".ima")
 
 #: qform and sform may differ by this much (mm, at the grid corners) silently.
 QFORM_SFORM_TOLERANCE_MM = 1e-4
+#: A sheared sform's qform is its closest rigid fit, recomputed from the float32
+#: sform on reading; that fit is sensitive to the sform's rounding (1e-4 mm seen), so
+#: the qform may differ from it by this much (mm, 1 micron) silently.
+QFORM_RIGID_TOLERANCE_MM = 1e-3
 #: Largest |voxel value| accepted (1e30, float32's maximum being 3.4e38): headroom
 #: for spline overshoot and for float32 sums over a whole image (the network's
 #: intensity normalisation), so nothing overflows to Inf. MRI never comes near.
@@ -640,7 +644,7 @@ def _qform_gap(header: Any, sform: np.ndarray, shape: tuple[int, ...]) -> str | 
     dist = _corner_distance(qform, sform, shape)
     if dist <= QFORM_SFORM_TOLERANCE_MM:
         return None
-    if _corner_distance(qform, _rigid_qform(sform), shape) <= QFORM_SFORM_TOLERANCE_MM:
+    if _corner_distance(qform, _rigid_qform(sform), shape) <= QFORM_RIGID_TOLERANCE_MM:
         return None  # a qform cannot hold shear (however small): its closest rigid fit is the expected qform
     return f"they place the grid corners up to {dist:.4g} mm apart"
 
