@@ -169,6 +169,8 @@ def _folder_inputs(folder: Path) -> list[Path]:
     series subfolders."""
     try:
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except PermissionError:
+        return [folder]  # one input that fails alone when read ("permission denied"); the batch goes on
     except OSError as exc:
         raise MrisrError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
     images = [p for p in entries if p.is_file() and is_image_name(p.name)]
@@ -297,6 +299,13 @@ def _make_dir(folder: Path) -> None:
 
 
 def _mark_existing(job: Job, force: bool) -> None:
+    from .writer import check_name_length
+
+    try:
+        check_name_length(job.output)  # a name the file system cannot hold fails this job alone
+    except OutputError as exc:
+        _fail(job, exc)
+        return
     if force:
         return
     if job.output.exists():
@@ -320,7 +329,7 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
         GridTooLargeError: naming the input and the output's size: the spacing
             or factor is too fine (a usage error: nothing has been done yet).
     """
-    from .errors import GridTooLargeError
+    from .errors import GridSizeError, GridTooLargeError
 
     for job in jobs:
         if job.status != "pending" or not job.input.is_file() or not is_nifti_name(job.input.name):
@@ -333,6 +342,8 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
                       max_voxels=settings.max_voxels)
         except GridTooLargeError as exc:
             raise GridTooLargeError(f"{job.input}: {exc}; choose a larger spacing (or a smaller factor)") from None
+        except GridSizeError as exc:
+            raise type(exc)(f"{job.input}: {exc}") from None
         except MrisrError:
             continue  # the reader gives the proper message
 

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,17 @@ _ROWS = "0028|0010"
 _COLUMNS = "0028|0011"
 _PIXEL_SPACING = "0028|0030"
 _MODALITY = "0008|0060"
+_SLICE_THICKNESS = "0018|0050"
+_SLICE_SPACING = "0018|0088"
+
+# Byte patterns that mark a file as (part of) an image even when it cannot be
+# parsed: the Rows and Pixel Data tags (little and big endian) and the prefix
+# of the image storage SOP classes (minus the non-image ones listed after it).
+_IMAGE_MARKS = (b"\x28\x00\x10\x00", b"\x00\x28\x00\x10", b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+_IMAGE_SOP_PREFIX = b"1.2.840.10008.5.1.4.1.1."
+_NON_IMAGE_SOP = (b"88.", b"104.", b"11.", b"9.", b"66", b"481.2", b"481.3", b"481.4", b"481.5")
+# Media Storage Directory (DICOMDIR): its icon images carry Rows and Pixel Data tags too.
+_DICOMDIR_SOP = b"1.2.840.10008.1.3.10"
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,15 @@ class SeriesInfo:
 
 
 @dataclass(frozen=True)
+class _Damaged:
+    """A file with the DICOM marker that cannot be parsed, though it looks like an image."""
+
+    path: Path
+    reason: str
+    head: bytes
+
+
+@dataclass(frozen=True)
 class _Slice:
     """The header facts of one DICOM image file."""
 
@@ -83,6 +104,7 @@ class _Slice:
     spacing: tuple[float, ...] | None
     iop: tuple[float, ...] | None
     ipp: tuple[float, ...] | None
+    thickness: float | None = None
 
     @property
     def normal(self) -> np.ndarray:
@@ -162,7 +184,11 @@ def load_dicom_folder(folder: str | os.PathLike[str], *, series: str | None = No
         >>> vol = load_dicom_folder("scans/T2_AX")      # doctest: +SKIP
     """
     p = Path(folder)
-    slices = _pick_series(p, _scan(p), series)
+    groups, damaged = _scan_all(p)
+    if not groups:
+        _check_damaged(p, damaged, groups, None)
+    slices = _pick_series(p, groups, series)
+    _check_damaged(p, damaged, groups, slices[0].uid)
     warnings: list[str] = []
     slices = _drop_localizers(p, slices, warnings)
     _check_consistent(p, slices)
@@ -170,6 +196,8 @@ def load_dicom_folder(folder: str | os.PathLike[str], *, series: str | None = No
     gaps = np.diff(positions)
     step = _regular_step(p, gaps, allow_uneven)
     data, affine, dtype = _read_stack(p, slices)
+    if len(slices) == 1:
+        affine = lone_slice_affine(affine, slices[0].thickness, warnings)
     if step is not None:
         data, affine = _resample_regular(data, affine, positions, step)
         warnings.append(f"uneven slice gaps ({_fmt_gaps(gaps)} mm): resampled onto {data.shape[2]} "
@@ -195,9 +223,31 @@ def load_dicom_file(path: str | os.PathLike[str]) -> Volume:
     vol = sitk_volume(p, read_sitk_image(p))
     info = _read_tags(p)
     vol.meta.update(format="dicom")
-    if info is not None:
+    if isinstance(info, _Slice):
+        if vol.data.ndim == 3 and vol.data.shape[2] == 1:
+            vol.affine = lone_slice_affine(vol.affine, info.thickness, vol.warnings)
         vol.meta.update(series_uid=info.uid, series_description=info.description, modality=info.modality)
     return vol
+
+
+def lone_slice_affine(affine: np.ndarray, thickness: float | None, warnings: list[str]) -> np.ndarray:
+    """The affine of a single slice, its third column scaled to the slice's step.
+
+    One slice has no neighbour to measure the step from, so the step is
+    SpacingBetweenSlices, else SliceThickness; without either it stays 1 mm
+    and a warning says so.
+
+    Example:
+        >>> lone_slice_affine(np.eye(4), 2.5, [])[2, 2]
+        2.5
+    """
+    out = np.array(affine, dtype=np.float64)
+    if thickness is None:
+        warnings.append("a single slice without SliceThickness or SpacingBetweenSlices: its voxel size along "
+                        "the slice normal is taken as 1 mm")
+        return out
+    out[:3, 2] *= thickness / np.linalg.norm(out[:3, 2])
+    return out
 
 
 # --------------------------------------------------------------------------- scanning
@@ -213,18 +263,26 @@ def _candidates(folder: Path) -> list[Path]:
 
 def _scan(folder: Path) -> dict[str, list[_Slice]]:
     """Header facts of every DICOM image in ``folder``, grouped by series UID."""
+    return _scan_all(folder)[0]
+
+
+def _scan_all(folder: Path) -> tuple[dict[str, list[_Slice]], list[_Damaged]]:
+    """Like :func:`_scan`, plus the files that look like images but cannot be parsed."""
     groups: dict[str, list[_Slice]] = {}
+    damaged: list[_Damaged] = []
     for f in _candidates(folder):
         if not is_dicom_file(f):
             continue
         info = _read_tags(f)
-        if info is not None:
+        if isinstance(info, _Damaged):
+            damaged.append(info)
+        elif info is not None:
             groups.setdefault(info.uid, []).append(info)
-    return groups
+    return groups, damaged
 
 
-def _read_tags(path: Path) -> _Slice | None:
-    """The header facts of one file, or None if it holds no image."""
+def _read_tags(path: Path) -> _Slice | _Damaged | None:
+    """The header facts of one file; a :class:`_Damaged` for an unparsable image; None if it holds no image."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -233,7 +291,7 @@ def _read_tags(path: Path) -> _Slice | None:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        return None  # DICOMDIR, structured report, corrupt file...
+        return _damaged(path)  # a corrupt image; None for a DICOMDIR-like file
     keys = set(reader.GetMetaDataKeys())
 
     def tag(key: str) -> str:
@@ -244,7 +302,35 @@ def _read_tags(path: Path) -> _Slice | None:
     return _Slice(path=path, uid=tag(_UID) or "(no SeriesInstanceUID)", description=tag(_DESCRIPTION),
                   modality=tag(_MODALITY), image_type=tag(_IMAGE_TYPE).upper(), rows=int(tag(_ROWS)),
                   cols=int(tag(_COLUMNS)), spacing=_floats(tag(_PIXEL_SPACING), 2),
-                  iop=_floats(tag(_IOP), 6), ipp=_floats(tag(_IPP), 3))
+                  iop=_floats(tag(_IOP), 6), ipp=_floats(tag(_IPP), 3),
+                  thickness=_thickness(tag(_SLICE_SPACING), tag(_SLICE_THICKNESS)))
+
+
+def _damaged(path: Path) -> _Damaged | None:
+    """A file GDCM cannot parse: damaged image if its bytes look like one, else None (not an image)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as e:
+        return _Damaged(path, f"cannot be read ({e.strerror or e})", b"")
+    body = head[132:]
+    if path.name.upper() == "DICOMDIR" or _DICOMDIR_SOP in body:
+        return None
+    sop = body.find(_IMAGE_SOP_PREFIX)
+    image_sop = sop >= 0 and not body[sop + len(_IMAGE_SOP_PREFIX):].startswith(_NON_IMAGE_SOP)
+    if not image_sop and not any(mark in body for mark in _IMAGE_MARKS):
+        return None
+    return _Damaged(path, "is a truncated or corrupt DICOM image (it has the DICOM marker and image tags, "
+                          "but the DICOM reader cannot parse it)", head)
+
+
+def _thickness(spacing_between: str, thickness: str) -> float | None:
+    """The slice step of a lone slice: SpacingBetweenSlices, else SliceThickness (mm, > 0), else None."""
+    for text in (spacing_between, thickness):
+        vals = _floats(text, 1)
+        if vals is not None and vals[0] > 0:
+            return vals[0]
+    return None
 
 
 def _floats(text: str, n: int) -> tuple[float, ...] | None:
@@ -257,6 +343,28 @@ def _floats(text: str, n: int) -> tuple[float, ...] | None:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def _check_damaged(folder: Path, damaged: list[_Damaged], groups: dict[str, list[_Slice]],
+                   chosen: str | None) -> None:
+    """Refuse damaged image files that may belong to the series being read (never drop them silently).
+
+    A damaged file that names another series of the folder (and not ``chosen``) is left out.
+    """
+    suspects = [d for d in damaged if chosen is None or _names_uid(d.head, chosen)
+                or not any(_names_uid(d.head, uid) for uid in groups if uid != chosen)]
+    if not suspects:
+        return
+    first = suspects[0]
+    more = (f" (and {len(suspects) - 1} more damaged file(s): {', '.join(d.path.name for d in suspects[1:6])})"
+            if len(suspects) > 1 else "")
+    raise InputError(folder, f"{first.path.name} {first.reason}{more}; a slice cannot be left out silently: "
+                             "replace or remove the file")
+
+
+def _names_uid(head: bytes, uid: str) -> bool:
+    """Whether ``head`` holds ``uid`` as a whole UID (not as the prefix of a longer one)."""
+    return re.search(rb"(?<![0-9.])" + re.escape(uid.encode()) + rb"(?![0-9.])", head) is not None
 
 
 def _pick_series(folder: Path, groups: dict[str, list[_Slice]], series: str | None) -> list[_Slice]:
@@ -304,9 +412,13 @@ def _orientation_key(s: _Slice) -> tuple[float, ...] | None:
 
 
 def _check_consistent(folder: Path, slices: list[_Slice]) -> None:
-    sizes = {(s.cols, s.rows) for s in slices}
+    sizes = Counter((s.cols, s.rows) for s in slices)
     if len(sizes) > 1:
-        raise InputError(folder, f"the slices have different sizes (columns x rows): {sorted(sizes)}")
+        (common, n), *_ = sizes.most_common()
+        odd = [f"{s.path.name} ({s.cols} x {s.rows})" for s in slices if (s.cols, s.rows) != common]
+        more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        raise InputError(folder, f"the slices have different sizes (columns x rows): {sorted(sizes)}; "
+                                 f"{n} are {common[0]} x {common[1]}, unlike {', '.join(odd[:5])}{more}")
     spacings = {tuple(round(v, 4) for v in s.spacing) for s in slices if s.spacing is not None}
     if len(spacings) > 1:
         raise InputError(folder, f"the slices have different pixel spacings: {sorted(spacings)}")

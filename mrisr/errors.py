@@ -31,12 +31,24 @@ class GeometryError(MrisrError):
     """An affine, a spacing or a grid is invalid (singular, zero, negative...)."""
 
 
-class GridTooLargeError(GeometryError):
+class GridSizeError(GeometryError):
+    """The requested output grid is out of range: too many voxels, or voxels too large.
+
+    A usage problem rather than a bad input: the target spacing or factor does
+    not fit the image, so the command line refuses it before any work (exit 2).
+    """
+
+
+class GridTooLargeError(GridSizeError):
     """The requested output grid is larger than allowed (the message gives its size).
 
     A usage problem rather than a bad input: the target spacing or factor is
     too fine for the image, so the command line refuses it before any work.
     """
+
+
+class VoxelTooLargeError(GridSizeError):
+    """The requested output voxels are larger than an image can describe (a spacing or factor far too coarse)."""
 
 
 class OutputError(MrisrError):

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GeometryError, GridTooLargeError
+from .errors import GeometryError, GridTooLargeError, VoxelTooLargeError
 
 #: Largest output a single call may produce unless the caller raises it (voxels).
 DEFAULT_MAX_VOXELS = 2_000_000_000
+#: Largest output voxel size (mm, 1 km): coarser spacings describe no image (and overflow float32 headers).
+MAX_SPACING_MM = 1e6
 
 
 @dataclass(frozen=True)
@@ -162,20 +164,56 @@ def target_grid(affine: np.ndarray, shape: Sequence[int], spacing: float | Seque
         raise GeometryError(f"spatial shape must have 3 positive sizes, got {tuple(shape)}")
     sp = parse_spacing(spacing)
     s = voxel_sizes(a)
-    new_shape = tuple(max(1, int(round(n[i] * s[i] / sp[i]))) for i in range(3))
-    total = int(np.prod(new_shape, dtype=np.int64))
-    if total > max_voxels:
-        gb = total * 4 / 1e9
-        raise GridTooLargeError(
-            f"spacing {sp} would give an output of shape {new_shape} ({total:,} voxels, "
-            f"{gb:.1f} GB as float32), above the limit of {max_voxels:,} voxels"
-        )
+    new_shape = _grid_shape(n, s, sp, max_voxels)
     r = tuple(float(sp[i] / s[i]) for i in range(3))
     c0 = tuple(((n[i] - 1) - r[i] * (new_shape[i] - 1)) / 2.0 for i in range(3))
     m = np.eye(4)
     m[:3, :3] = np.diag(r)
     m[:3, 3] = c0
     return TargetGrid(shape=new_shape, affine=a @ m, ratios=r, offsets=c0, spacing=sp)  # type: ignore[arg-type]
+
+
+def _grid_shape(n: Sequence[int], s: np.ndarray, sp: tuple[float, float, float],
+                max_voxels: int) -> tuple[int, int, int]:
+    """``N'`` of the contract, refusing (before any integer conversion) sizes out of range.
+
+    Raises:
+        VoxelTooLargeError: a target voxel size above :data:`MAX_SPACING_MM`.
+        GridTooLargeError: more than ``max_voxels`` voxels (also when the count
+            overflows a float, as for a spacing of 1e-320).
+    """
+    if max(sp) > MAX_SPACING_MM:
+        raise VoxelTooLargeError(f"spacing {_fmt_values(sp)} mm asks for voxels larger than "
+                                 f"{MAX_SPACING_MM:g} mm (1 km); choose a smaller spacing (or a larger factor)")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        extents = np.maximum(1.0, np.round(np.asarray(n, dtype=np.float64) * s / np.asarray(sp)))
+        total = float(np.prod(extents))
+    if not math.isfinite(total) or total > max_voxels:
+        shown = "(" + ", ".join(_fmt_count(v, sep="") for v in extents) + ")"
+        raise GridTooLargeError(f"spacing {_fmt_values(sp)} would give an output of shape {shown} "
+                                f"({_fmt_size(total)}), above the limit of {max_voxels:,} voxels")
+    return (int(extents[0]), int(extents[1]), int(extents[2]))
+
+
+def _fmt_size(total: float) -> str:
+    """Voxels and float32 gigabytes of a grid, readable however large."""
+    if not math.isfinite(total):
+        return "more voxels than a float can count"
+    gb = total * 4 / 1e9
+    return f"{_fmt_count(total)} voxels, {gb:.1f} GB as float32" if gb < 1e12 else \
+        f"{_fmt_count(total)} voxels, {gb:.3g} GB as float32"
+
+
+def _fmt_values(values: Sequence[float]) -> str:
+    """A spacing as a tuple of plain floats (``repr`` precision)."""
+    return "(" + ", ".join(repr(float(v)) for v in values) + ")"
+
+
+def _fmt_count(value: float, sep: str = ",") -> str:
+    """A whole count (with thousands separators ``sep``), in scientific notation when huge, or ``inf``."""
+    if not math.isfinite(value):
+        return "inf"
+    return (f"{int(value):,}".replace(",", sep)) if value < 1e30 else f"{value:.3g}"
 
 
 def block_average_affine(affine: np.ndarray, factors: Sequence[int]) -> np.ndarray:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -55,6 +57,18 @@ DICOM_SUFFIXES = (".dcm", ".ima")
 
 #: qform and sform may differ by this much (mm, at the grid corners) silently.
 QFORM_SFORM_TOLERANCE_MM = 1e-4
+#: A sheared sform's qform is its closest rigid fit, recomputed from the float32
+#: sform on reading; that fit is sensitive to the sform's rounding (1e-4 mm seen), so
+#: the qform may differ from it by this much (mm, 1 micron) silently.
+QFORM_RIGID_TOLERANCE_MM = 1e-3
+#: Largest |voxel value| accepted (1e30, float32's maximum being 3.4e38): headroom
+#: for spline overshoot and for float32 sums over a whole image (the network's
+#: intensity normalisation), so nothing overflows to Inf. MRI never comes near.
+MAX_ABS_VALUE = float(np.float32(1e30))
+#: Deflate cannot compress more than about 1032:1, so a .gz file holds at most this many times its size.
+GZIP_MAX_RATIO = 1032
+#: Integers above this (2**24) are not all representable in float32, mrisr's working type.
+FLOAT32_EXACT_INTEGERS = 2 ** 24
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 24
@@ -177,6 +191,7 @@ def read_nifti_geometry(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple
         head = f.read(540)
     hdr = _parse_header(p, _nifti_header_class(p, head[:4], len(head)), head)
     shape = _check_nifti_header(p, hdr)
+    _check_data_fits(p, hdr, shape)
     try:
         affine, _, _ = nifti_affine(hdr, shape)
     except GeometryError as e:
@@ -241,15 +256,31 @@ def sitk_to_ras(image: Any) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- dispatch
 
 
+#: What ``stat`` says a path is, for the paths that are neither files nor folders.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def _check_readable(p: Path) -> None:
-    """Refuse missing or unreadable paths with a clear reason."""
-    if not p.exists():
-        reason = "broken symbolic link" if p.is_symlink() else "no such file or folder"
-        raise InputError(p, reason)
-    if p.is_dir():
+    """Refuse missing, unreadable and special paths (FIFOs, devices) with a clear reason.
+
+    Special files are refused from ``stat`` alone, before any ``open``: opening
+    a FIFO with no writer would block for ever, and a device such as
+    ``/dev/zero`` would be read without end.
+    """
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(p, "broken symbolic link" if p.is_symlink() else "no such file or folder") from None
+    except OSError as e:
+        raise InputError(p, f"cannot open: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
         if not os.access(p, os.R_OK | os.X_OK):
             raise InputError(p, "permission denied (cannot list the folder)")
         return
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise InputError(p, f"is {kind}, not a regular file; mrisr reads image files and folders only")
     try:
         with open(p, "rb"):
             pass
@@ -316,9 +347,26 @@ def finish_volume(vol: Volume, p: Path | None, nan_to_num: bool) -> Volume:
             raise InputError(p, f"{what}; use --nan-to-num (nan_to_num=True in Python) to replace them with 0")
         data = np.where(finite, data, np.float32(0))
         vol.warnings.append(f"{what}: replaced with 0 (--nan-to-num)")
+    _check_value_range(p, data, vol)
     vol.data = data
     vol.path = p
     return vol
+
+
+def _check_value_range(p: Path | None, data: np.ndarray, vol: Volume) -> None:
+    """Refuse values near the float32 limit; warn when integers above 2**24 were rounded.
+
+    Raises:
+        InputError: for |values| above :data:`MAX_ABS_VALUE`.
+    """
+    peak = max(float(data.max()), -float(data.min())) if data.size else 0.0  # no |data| copy
+    _check_peak(p, peak)
+    source = np.dtype(vol.source_dtype) if vol.source_dtype is not None else None
+    if source is not None and source.kind in "iu" and peak >= FLOAT32_EXACT_INTEGERS and not _is_scaled(vol):
+        step = 2.0 ** (int(np.floor(np.log2(peak))) - 23)
+        vol.warnings.append(f"integer values reach {peak:,.0f}, at or above 2^24 ({FLOAT32_EXACT_INTEGERS:,}): "
+                            f"mrisr computes in float32, which rounds integers above 2^24 to multiples of up to "
+                            f"{step:g} (the output holds the rounded values, also with --dtype input)")
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -344,6 +392,9 @@ def _gzip_errors(p: Path) -> Iterator[None]:
         raise InputError(p, "truncated or corrupt gzip stream: the file ends before the compressed "
                             "data does (incomplete download or copy?)") from None
     except gzip.BadGzipFile as e:
+        if str(e).startswith("Not a gzipped file"):  # the first member was checked: this follows it
+            raise InputError(p, "holds bytes after the end of its gzip data that are not gzip data (trailing "
+                                "garbage: an appended or damaged file?); re-compress it with gzip") from None
         raise InputError(p, f"corrupt gzip data ({e})") from None
     except zlib.error as e:
         raise InputError(p, f"truncated or corrupt gzip data ({e})") from None
@@ -379,7 +430,7 @@ def _load_nifti(p: Path) -> Volume:
         buf = bytearray(f.read(540))
         klass = _nifti_header_class(p, bytes(buf[:4]), len(buf))
         first = _parse_header(p, klass, bytes(buf))
-        _check_nifti_header(p, first)  # refuse early, before reading the data
+        _check_data_fits(p, first, _check_nifti_header(p, first))  # refuse early, before reading the data
         _read_all(f, buf)
     end = max(int(first.get_data_offset()), len(first.binaryblock))
     hdr = _parse_header(p, klass, bytes(buf[:end]), with_extensions=True)
@@ -421,6 +472,7 @@ def _parse_header(p: Path, klass: type, raw: bytes, with_extensions: bool = Fals
 
 def _check_nifti_header(p: Path, hdr: Any) -> tuple[int, ...]:
     """Refuse what mrisr cannot process; return the data shape (3D or 4D)."""
+    _check_datatype_code(p, hdr)
     try:
         dims = tuple(int(v) for v in hdr.get_data_shape())
         dtype = hdr.get_data_dtype()
@@ -442,32 +494,127 @@ def _check_nifti_header(p: Path, hdr: Any) -> tuple[int, ...]:
     if dtype.kind == "c":
         raise InputError(p, f"has complex voxels ({dtype}); save the magnitude as a real image first")
     if dtype.kind not in "iufb":
-        raise InputError(p, f"has unsupported voxel type {dtype}")
+        from nibabel.nifti1 import data_type_codes
+
+        code = int(hdr["datatype"])
+        raise InputError(p, f"has unsupported voxel type {data_type_codes.label[code]} (NIfTI datatype {code}); "
+                            "mrisr reads integer, float32 and float64 images")
     shape = dims[:4] + (1,) * (3 - len(dims))
     return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+
+
+def _check_peak(p: Path | None, peak: float) -> None:
+    """Refuse a largest |value| above :data:`MAX_ABS_VALUE` (near or beyond float32's limit)."""
+    if peak > MAX_ABS_VALUE:
+        raise InputError(p, f"values reach {peak:.3g}, above the {MAX_ABS_VALUE:.3g} mrisr accepts: it computes "
+                            f"in float32 (limit {float(np.finfo(np.float32).max):.3g}), where interpolation and "
+                            "sums over the image would overflow to Inf; rescale the image first")
+
+
+def as_float32(p: Path | None, arr: np.ndarray) -> np.ndarray:
+    """``arr`` as float32, refusing float64 values float32 cannot hold (they would become Inf).
+
+    Example:
+        >>> as_float32(None, np.array([1.5, -2.0])).dtype
+        dtype('float32')
+    """
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
+        finite = np.isfinite(arr)
+        _check_peak(p, float(np.max(np.abs(arr[finite]))) if finite.any() else 0.0)
+    return arr.astype(np.float32)
+
+
+def _is_scaled(vol: Volume) -> bool:
+    """Whether the volume's NIfTI header scales its stored values (then they are no longer integers)."""
+    hdr = vol.header
+    if hdr is None or "scl_slope" not in getattr(hdr, "keys", lambda: ())():
+        return False
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    return math.isfinite(slope) and slope != 0 and (slope, inter) != (1.0, 0.0)
+
+
+def _data_extent(p: Path, hdr: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(offset, end)`` of the data block the header declares (exact integers, no overflow).
+
+    Raises:
+        InputError: a data offset that is not a number or lies inside the header.
+    """
+    vox_offset = float(hdr["vox_offset"])
+    if not math.isfinite(vox_offset):
+        raise InputError(p, f"corrupt NIfTI header: vox_offset is {vox_offset}")
+    offset = int(hdr.get_data_offset())
+    if offset < int(hdr["sizeof_hdr"]):
+        raise InputError(p, f"corrupt NIfTI header: data offset {offset} lies inside the header")
+    return offset, offset + math.prod(shape) * hdr.get_data_dtype().itemsize
+
+
+def _check_data_fits(p: Path, hdr: Any, shape: tuple[int, ...]) -> None:
+    """Refuse, from the file's size alone, a header that declares more data than the file can hold.
+
+    An uncompressed file must hold the whole block; a gzip file can hold at
+    most :data:`GZIP_MAX_RATIO` times its size (deflate's limit). So huge
+    declared dimensions are found before any planning or reading.
+    """
+    _, need = _data_extent(p, hdr, shape)
+    size = p.stat().st_size
+    gz = p.name.lower().endswith(".gz")
+    room = size * GZIP_MAX_RATIO if gz else size
+    if need > room:
+        what = f"at most {room:,} bytes uncompressed (gzip's limit)" if gz else f"{size:,}"
+        raise InputError(p, f"truncated: the header promises {need:,} bytes (shape {shape}, "
+                            f"{hdr.get_data_dtype()}), the file holds {what}")
+
+
+def _check_datatype_code(p: Path, hdr: Any) -> None:
+    """Refuse a datatype code NIfTI does not define, listing the ones it does."""
+    from nibabel.nifti1 import data_type_codes
+
+    code = int(hdr["datatype"])
+    if code in data_type_codes.code:
+        return
+    known = ", ".join(f"{c} {data_type_codes.label[c]}" for c in sorted(data_type_codes.value_set("code")))
+    raise InputError(p, f"corrupt NIfTI header: unknown datatype code {code} (NIfTI defines {known})")
 
 
 def _nifti_data(p: Path, hdr: Any, buf: bytearray, shape: tuple[int, ...]) -> np.ndarray:
     """Decode the data block as float32, applying scl_slope / scl_inter."""
     dtype = hdr.get_data_dtype()
-    offset = int(hdr.get_data_offset())
-    n_vox = int(np.prod(shape, dtype=np.int64))
-    need = offset + n_vox * dtype.itemsize
-    if offset < int(hdr["sizeof_hdr"]):
-        raise InputError(p, f"corrupt NIfTI header: data offset {offset} lies inside the header")
+    offset, need = _data_extent(p, hdr, shape)
+    n_vox = math.prod(shape)
     if len(buf) < need:
         raise InputError(p, f"truncated: the header promises {need:,} bytes (shape {shape}, {dtype}), "
                             f"the file holds {len(buf):,}")
     raw = np.frombuffer(buf, dtype=dtype, count=n_vox, offset=offset).reshape(shape, order="F")
-    data = raw.astype(np.float32)
-    try:
-        slope, inter = hdr.get_slope_inter()
-    except Exception as e:
-        raise InputError(p, f"corrupt scaling: {e}") from None
-    if slope is not None and (slope, inter) != (1.0, 0.0):
-        data *= np.float32(slope)
-        data += np.float32(inter)
-    return data
+    slope, inter = _scaling(p, hdr)
+    if slope is None:
+        return as_float32(p, raw)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = raw.astype(np.float64) * slope + inter  # float64: the range is checked before float32
+    stored = scaled[np.isfinite(raw)] if raw.dtype.kind == "f" else scaled  # NaN/Inf voxels: finish_volume
+    peak = float(np.max(np.abs(stored))) if stored.size else 0.0
+    if peak > MAX_ABS_VALUE:
+        raise InputError(p, f"scl_slope {slope:g} and scl_inter {inter:g} scale the stored values up to "
+                            f"{peak:.3g}, above the {MAX_ABS_VALUE:.3g} mrisr accepts (it computes in float32): "
+                            "the header's scaling is probably wrong; fix scl_slope (--nan-to-num would not help: "
+                            "it would zero the image)")
+    return scaled.astype(np.float32)
+
+
+def _scaling(p: Path, hdr: Any) -> tuple[float | None, float]:
+    """``(slope, inter)`` to apply, or ``(None, 0)`` for none.
+
+    A ``scl_slope`` of 0 or NaN means no scaling (the NIfTI standard and
+    nibabel); an infinite slope, or a non-finite intercept with a slope, is a
+    corrupt header.
+    """
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if math.isinf(slope):
+        raise InputError(p, f"corrupt NIfTI header: scl_slope is {slope} (0 or NaN means no scaling)")
+    if slope == 0 or math.isnan(slope):
+        return None, 0.0
+    if not math.isfinite(inter):
+        raise InputError(p, f"corrupt NIfTI header: scl_inter is {inter} with scl_slope {slope:g}")
+    return (None, 0.0) if (slope, inter) == (1.0, 0.0) else (slope, inter)
 
 
 def _qform(header: Any) -> np.ndarray:
@@ -497,7 +644,7 @@ def _qform_gap(header: Any, sform: np.ndarray, shape: tuple[int, ...]) -> str | 
     dist = _corner_distance(qform, sform, shape)
     if dist <= QFORM_SFORM_TOLERANCE_MM:
         return None
-    if _corner_distance(qform, _rigid_qform(sform), shape) <= QFORM_SFORM_TOLERANCE_MM:
+    if _corner_distance(qform, _rigid_qform(sform), shape) <= QFORM_RIGID_TOLERANCE_MM:
         return None  # a qform cannot hold shear (however small): its closest rigid fit is the expected qform
     return f"they place the grid corners up to {dist:.4g} mm apart"
 
@@ -583,7 +730,7 @@ def _load_mgh(p: Path) -> Volume:
     meta = {"format": "mgh"}
     if data.ndim == 4:
         meta.update(tr=float(img.header["tr"]) / 1000.0, time_units="sec")
-    return Volume(data=data.astype(np.float32), affine=np.asarray(img.affine, dtype=np.float64),
+    return Volume(data=as_float32(p, data), affine=np.asarray(img.affine, dtype=np.float64),
                   source_dtype=_native(data.dtype), meta=meta)
 
 
@@ -621,7 +768,7 @@ def sitk_volume(p: Path, image: Any) -> Volume:
             data = data[..., 0]
         else:
             meta["tr"] = float(image.GetSpacing()[3])
-    return Volume(data=data.astype(np.float32), affine=affine, source_dtype=_native(data.dtype), meta=meta)
+    return Volume(data=as_float32(p, data), affine=affine, source_dtype=_native(data.dtype), meta=meta)
 
 
 def _load_sitk(p: Path) -> Volume:

@@ -63,6 +63,11 @@ ARCHITECTURES: dict[str, str] = {
     "gan-circle-generator": "mrisr.archs.lyu:GANCircleGenerator",
 }
 
+#: Largest magnitude of a number in ``architecture.params`` (a width, a depth, a kernel).
+MAX_PARAM_VALUE = 1_000_000
+#: Largest network a card may describe (parameters; 2 GB as float32). Shipped models hold under 2 million.
+MAX_NETWORK_PARAMETERS = 500_000_000
+
 #: Normalisation methods the engine knows how to apply.
 NORMALISATIONS = tuple(_INTENSITY_SCALES)  # defined once, in mrisr.intensity
 
@@ -247,7 +252,43 @@ def _check_architecture(arch: Any, where: str) -> dict:
     params = arch.get("params", {})
     if not isinstance(params, Mapping):
         raise ModelError(f"{where}: field 'architecture.params' must be an object, got {params!r}")
+    for key, value in params.items():
+        _check_param_value(value, f"architecture.params.{key}", where)
     return {"name": arch["name"], "params": dict(params)}
+
+
+def _check_param_value(value: Any, field: str, where: str) -> None:
+    """Numbers in the architecture's params (also inside lists) must be finite and at most MAX_PARAM_VALUE."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_param_value(item, field, where)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value) or abs(value) > MAX_PARAM_VALUE:
+        raise ModelError(f"{where}: field {field!r} is {value!r}, outside the sane range (|value| <= "
+                         f"{MAX_PARAM_VALUE:,}); the card is corrupt")
+
+
+def network_parameters(cls: type, params: Mapping[str, Any]) -> int | None:
+    """Parameters of ``cls(**params)``, counted without allocating them (torch's meta device).
+
+    Returns None when the architecture cannot be built on the meta device
+    (the real construction then reports any problem).
+
+    Raises:
+        TypeError, ValueError: from the constructor, for params that do not fit.
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            network = cls(**params)
+    except (TypeError, ValueError):
+        raise
+    except Exception:  # noqa: BLE001 - an architecture that needs real tensors to build
+        return None
+    return int(sum(p.numel() for p in network.parameters()))
 
 
 def _check_range(training: Mapping, key: str, where: str) -> list[float]:
@@ -454,10 +495,23 @@ def instantiate(card: ModelCard) -> LoadedModel:
 
     path = verify_weights(card)
     cls = architecture_class(card.architecture["name"])
+    params = card.architecture["params"]
     try:
-        network = cls(**card.architecture["params"])
+        n_params = network_parameters(cls, params)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"{card.path}: architecture.params do not fit {cls.__name__}: {exc}") from None
+        raise _misfit(card, cls, exc) from None
+    if n_params is not None and n_params > MAX_NETWORK_PARAMETERS:
+        raise ModelError(f"{card.path}: architecture.params {params} describe a network of {n_params:,} "
+                         f"parameters ({n_params * 4 / 1e9:,.1f} GB as float32), above the limit of "
+                         f"{MAX_NETWORK_PARAMETERS:,}; the card is corrupt or not meant for mrisr")
+    try:
+        network = cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise _misfit(card, cls, exc) from None
+    except (RuntimeError, MemoryError) as exc:  # torch's allocation failures
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise ModelError(f"{card.path}: cannot build the network of model {card.name!r} "
+                         f"({type(exc).__name__}: {detail})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict(state, strict=True)
@@ -469,6 +523,10 @@ def instantiate(card: ModelCard) -> LoadedModel:
     network.eval()
     network.requires_grad_(False)
     return LoadedModel(name=card.name, card=card, network=network, sha256=card.sha256, path=path.parent)
+
+
+def _misfit(card: ModelCard, cls: type, exc: Exception) -> ModelError:
+    return ModelError(f"{card.path}: architecture.params do not fit {cls.__name__}: {exc}")
 
 
 def example_card(**overrides: Any) -> ModelCard:

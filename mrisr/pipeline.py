@@ -78,6 +78,8 @@ class UpscaleReport:
         n_volumes: Number of 3D volumes processed.
         model: Model name (``None`` for ``"spline"``).
         model_sha256: SHA-256 of the model weights.
+        model_path: The folder the model was loaded from (tells a custom
+            model from a shipped one of the same name).
         device: Device the network ran on.
         precision: Arithmetic precision of the network.
         patch_size: Patch shape the network ran with (core plus halos).
@@ -120,6 +122,7 @@ class UpscaleReport:
     n_volumes: int
     model: str | None = None
     model_sha256: str | None = None
+    model_path: str | None = None
     device: str | None = None
     precision: str | None = None
     patch_size: Any = None
@@ -536,10 +539,14 @@ def _new_report(volume: Volume, grid: TargetGrid, method: str, order: int, antia
 
 def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, device: str, precision: str,
                     patch_size: Any, batch_size: int | None, threads: int | None) -> None:
-    from .registry import range_warnings
+    from .registry import custom_model_warning, range_warnings
 
     report.model = loaded.name
     report.model_sha256 = getattr(loaded, "sha256", None) or getattr(loaded.card, "sha256", None)
+    folder = getattr(loaded, "path", None)
+    report.model_path = None if folder is None else str(folder)
+    if (warning := custom_model_warning(loaded)) is not None:
+        report.warnings.append(warning)
     report.device, report.precision = device, precision
     report.patch_size, report.batch_size, report.threads = patch_size, batch_size, threads
     report.warnings += range_warnings(loaded.card, report.input_spacing, grid.spacing)

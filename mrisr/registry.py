@@ -17,6 +17,7 @@ import difflib
 import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelError
 from .model_card import CARD_FILE, LoadedModel, ModelCard, instantiate, read_card
@@ -65,6 +66,32 @@ def list_models() -> list[ModelCard]:
     if len(defaults) > 1:
         raise ModelError(f"more than one shipped model is marked default: {', '.join(defaults)}")
     return sorted(cards, key=lambda c: c.name)
+
+
+def custom_model_warning(loaded: LoadedModel | Any) -> str | None:
+    """A warning when a model from outside the shipped folder carries a shipped model's name.
+
+    The record then tells the two apart by ``model_path``; the warning says
+    whether the weights are the shipped ones (a copy) or not.
+
+    Example:
+        >>> custom_model_warning(load_model()) is None      # doctest: +SKIP
+        True
+    """
+    folder, name = getattr(loaded, "path", None), getattr(loaded, "name", None)
+    if folder is None or name is None:
+        return None
+    try:
+        shipped = {c.name: c for c in list_models()}
+        root = models_dir().resolve()
+    except ModelError:
+        return None
+    card = shipped.get(name)
+    if card is None or Path(folder).resolve().is_relative_to(root):
+        return None
+    same = "the same weights (a copy)" if card.sha256 == getattr(loaded, "sha256", None) else "different weights"
+    return (f"model {name!r} was loaded from {folder}, not from the shipped model of that name "
+            f"({card.folder}); it has {same}")
 
 
 def default_model_name() -> str | None:

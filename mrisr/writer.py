@@ -101,10 +101,24 @@ def save_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike[st
     if arr.ndim not in (3, 4) or min(arr.shape) < 1:
         raise OutputError(f"{out}: data must be 3D or 4D with no empty axis, got shape {arr.shape}")
     raw, slope, inter = encode_data(arr, dtype, template)
+    _check_finite(out, raw)
     img = _nifti_image(raw, aff, template, slope, inter)
     gz = out.name.lower().endswith(".gz")
     _atomic_write(out, force, lambda f: _write_nifti(img, f, gz), lambda tmp: _verify_nifti(tmp, raw, aff))
     return out
+
+
+def _check_finite(out: Path, arr: np.ndarray) -> None:
+    """Never store NaN or Inf in a float output (inputs are checked: non-finite results mean an overflow).
+
+    Integer outputs need no check: :func:`encode_data` maps NaN to 0 and clips.
+    """
+    if arr.dtype.kind not in "fc":
+        return
+    n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if n_bad:
+        raise OutputError(f"{out}: the result holds {n_bad:,} voxels that are not finite (NaN or Inf: an "
+                          "overflow, the input's values being too close to the float32 limit?); nothing was written")
 
 
 def nifti_image(data: np.ndarray, affine: np.ndarray, *, template: Volume | None = None,
@@ -200,6 +214,7 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool = False,
         raise OutputError(f"{out}: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: the folder {folder} is not writable")
+    check_name_length(out)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; give a file name")
     for inp in inputs:
@@ -208,6 +223,25 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool = False,
     if (out.exists() or out.is_symlink()) and not force:
         raise OutputError(f"{out} already exists; use --force to overwrite it")
     return out
+
+
+def check_name_length(path: str | os.PathLike[str]) -> None:
+    """Refuse an output name longer than its folder's file-name limit (``NAME_MAX``, usually 255 bytes).
+
+    Raises:
+        OutputError: naming the output, its length and the limit.
+
+    Example:
+        >>> check_name_length("/tmp/" + "a" * 300 + ".nii.gz")
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.OutputError: /tmp/aaa...
+    """
+    out = Path(path)
+    size, limit = len(os.fsencode(out.name)), name_max(out.parent)
+    if size > limit:
+        raise OutputError(f"{out}: the output name is {size} bytes long, above the file-name limit of {limit} "
+                          "bytes here; give a shorter name with -o")
 
 
 def encode_data(data: np.ndarray, dtype: str, template: Volume | None = None
@@ -374,12 +408,10 @@ def _atomic_write(out: Path, force: bool, write: Callable[[BinaryIO], Any],
     exception or Ctrl-C leaves neither a partial output nor litter, and an
     existing ``out`` is only ever replaced by a complete, verified file.
     """
-    name = out.name
-    ext = ".nii.gz" if name.lower().endswith(".nii.gz") else out.suffix
-    stem = name[: len(name) - len(ext)] if ext else name
+    prefix, ext = _temp_affixes(out)
     mode = _new_file_mode(out)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{stem}.tmp-", suffix=ext)
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=prefix, suffix=ext)
     except OSError as e:
         raise OutputError(f"{out}: cannot create a file in {out.parent}: {e.strerror or e}") from None
     tmp = Path(tmp_name)
@@ -402,6 +434,34 @@ def _atomic_write(out: Path, force: bool, write: Callable[[BinaryIO], Any],
     finally:
         with suppress(OSError):
             tmp.unlink()
+
+
+#: Characters ``tempfile.mkstemp`` adds between prefix and suffix.
+_TEMP_RANDOM_CHARS = 8
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows (255 when it does not say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _temp_affixes(out: Path) -> tuple[str, str]:
+    """Prefix and suffix of ``out``'s hidden temporary file: ``.<stem>.tmp-XXXXXXXX<ext>``.
+
+    The stem is shortened so the whole name fits the file-name limit of the
+    folder (a 250-character output name still gets a temporary file).
+    """
+    name = out.name
+    ext = ".nii.gz" if name.lower().endswith(".nii.gz") else out.suffix
+    stem = name[: len(name) - len(ext)] if ext else name
+    room = name_max(out.parent) - len(f"..tmp-{ext}".encode()) - _TEMP_RANDOM_CHARS
+    encoded = stem.encode()
+    if len(encoded) > room:
+        stem = encoded[:max(room, 1)].decode("utf-8", errors="ignore")
+    return f".{stem}.tmp-", ext
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:
@@ -470,5 +530,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "check_output_path", "encode_data",
+__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "check_output_path",
+           "check_name_length", "name_max", "encode_data",
            "has_shear", "OUTPUT_SUFFIXES", "DTYPES"]

@@ -7,12 +7,46 @@ fast. Exit codes: 0 success, 1 at least one input failed, 2 usage error.
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+
+class MrisrGroup(TyperGroup):
+    """The ``mrisr`` group: one-line usage errors, and SIGTERM/SIGHUP handled like Ctrl-C.
+
+    Typer would draw a framed, multi-line box for its own usage errors; mrisr's
+    convention is one ``mrisr: error:`` line on stderr (exit 2), whoever finds
+    the error. SIGINT, SIGTERM and SIGHUP stop the run the same way: the output
+    being written is abandoned (its temporary file removed), one line says so,
+    and the exit code is 128 + the signal (130, 143, 129).
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # noqa: D102
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from mrisr.cli.common import interrupted_exit, print_error, report_click_error, stop_signals
+
+        with stop_signals() as got:
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except TyperException as exc:
+                sys.exit(report_click_error(exc))
+            except typer.Abort:  # end of input at a prompt
+                print_error("aborted")
+                sys.exit(1)
+            code = rv if isinstance(rv, int) else 0
+            sys.exit(interrupted_exit(got, code) if got or code == 130 else code)
+
 
 app = typer.Typer(
     name="mrisr",
+    cls=MrisrGroup,
     help="Super-resolution of brain MRI with exact geometry: spline interpolation plus a bundled 3D CNN.",
     no_args_is_help=True,
     add_completion=True,

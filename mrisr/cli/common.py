@@ -18,10 +18,13 @@ splits it again. ``1,1,3`` and ``1x1x3`` work as typed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import typer
@@ -159,6 +162,92 @@ def usage_error(message: str, console: Any = None) -> typer.Exit:
     """
     print_error(message, console)
     return typer.Exit(code=EXIT_USAGE)
+
+
+#: Signals that stop a run like Ctrl-C: SIGTERM (``kill``, ``timeout``, SLURM) and SIGHUP (terminal closed).
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when a stop signal arrives (a KeyboardInterrupt, so every
+    ``finally`` runs and the writer removes its temporary file, and no input is marked failed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[dict[str, int]]:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Terminated` for the duration of a command.
+
+    Yields a dict that gets ``"signum"`` once a signal arrived. Only the first
+    signal raises: later ones (a second Ctrl-C, SLURM's repeated SIGTERM) are
+    noted and ignored, so the clean-up already under way (removing the
+    temporary file) is not cut short. The previous handlers are restored on
+    exit. Outside the main thread (signals cannot be caught there) it does nothing.
+    """
+    got: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if "signum" in got:
+            return
+        got["signum"] = signum
+        raise Terminated(signum)
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield got
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def interrupted_exit(got: dict[str, int], code: int) -> int:
+    """Report a stop by signal on stderr; the exit code is 128 + the signal's number.
+
+    ``code`` 130 without a caught signal (a KeyboardInterrupt raised some
+    other way) is reported as SIGINT.
+    """
+    signum = got.get("signum", signal.SIGINT if code == 130 else None)
+    if signum is None:
+        return code
+    name = signal.Signals(signum).name
+    print_error(f"interrupted by {name}: the run stopped; outputs finished before it are kept, the input in "
+                "progress left no output (and no temporary file)")
+    return 128 + int(signum)
+
+
+def report_click_error(exc: Any) -> int:
+    """Print a usage error raised by Typer / Click itself as one line; return its exit code.
+
+    Unknown options, bad option values, missing arguments: the same one-line
+    ``mrisr: error: ...`` as mrisr's own usage errors, with a pointer to the
+    command's ``--help`` (exit 2). A bare ``mrisr`` (help already shown) keeps
+    its exit code and prints nothing more.
+
+    Example:
+        >>> from typer.exceptions import TyperException
+        >>> report_click_error(TyperException("bad"))  # doctest: +SKIP
+        mrisr: error: bad
+        1
+    """
+    code = int(getattr(exc, "exit_code", EXIT_USAGE))
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        return code
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and code == EXIT_USAGE:
+        message = f"{message} (see '{ctx.command_path} --help')"
+    print_error(message)
+    return code
 
 
 def print_json(obj: Any) -> None:

@@ -156,7 +156,7 @@ def format_info(info: dict) -> str:
 
 
 def info(
-    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False,
+    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False, readable=False,
                                          help="An image file (NIfTI, MGH, NRRD...) or a DICOM series folder.")],
     spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", show_default=False,
                                                 help="Show the output grid for this target voxel size (mm).")] = None,
@@ -167,7 +167,7 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of text.")] = False,
 ) -> None:
     """Show an image's geometry and header, and the grid a --spacing would give."""
-    from mrisr.errors import MrisrError
+    from mrisr.errors import GridSizeError, MrisrError
     from mrisr.geometry import parse_spacing
 
     console = err_console()
@@ -184,6 +184,8 @@ def info(
         raise usage_error(str(exc), console) from None
     try:
         facts = describe(file, spacing=sp, factor=fa, series=series)
+    except GridSizeError as exc:  # the spacing or factor does not fit this image: a usage error
+        raise usage_error(f"{file}: {exc}", console) from None
     except MrisrError as exc:
         from mrisr.cli.common import print_error
 

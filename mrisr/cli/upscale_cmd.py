@@ -36,7 +36,7 @@ _FACTOR_HELP = "Divide the voxel sizes by this: one value or three (e.g. --facto
 
 def upscale(
     inputs: Annotated[list[Path] | None, typer.Argument(
-        metavar="INPUT...", show_default=False,
+        metavar="INPUT...", show_default=False, readable=False,  # unreadable inputs fail alone (exit 1)
         help="Image files (NIfTI, MGH, NRRD, MetaImage), folders of them (non-recursive), DICOM series "
              "folders, or folders of DICOM series folders.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Use the 2 mm sample T1 that ships with mrisr as the input "
