@@ -235,7 +235,9 @@ def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, j
     """Run the jobs (``n_jobs`` at once); errors, lines and records come out in input order."""
     from mrisr.batch import exit_code, iter_jobs, make_record
 
-    display = _Display(console, len(jobs), quiet)
+    # Live bars redraw the terminal: with --json on a terminal stdout they would interleave with the
+    # records, so the progress then falls back to one line per input (on stderr, like the bars).
+    display = _Display(console, len(jobs), quiet, live=not (json_out and _stdout_is_terminal()))
     with display:
         for job in iter_jobs(jobs, settings, loaded, n_jobs=n_jobs, on_start=display.start,
                              on_finish=display.finish):
@@ -259,16 +261,18 @@ def _print_warnings(jobs: list, console: Any) -> None:
 class _Display:
     """Progress on stderr: live bars on a terminal, one line per input otherwise.
 
+    The bars never capture stdout (``redirect_stdout=False``): the JSON
+    records written there reach a redirected file or pipe whatever stderr is.
     ``start`` and ``finish`` may be called from worker threads (``--jobs``):
     rich's Progress is thread-safe and the bar of each running input is kept
     per job. ``done`` is called in input order from the main thread.
     """
 
-    def __init__(self, console: Any, n_jobs: int, quiet: bool) -> None:
+    def __init__(self, console: Any, n_jobs: int, quiet: bool, live: bool = True) -> None:
         import threading
 
         self.console, self.n_jobs, self.quiet, self.index = console, n_jobs, quiet, 0
-        self.live = not quiet and console.is_terminal
+        self.live = live and not quiet and console.is_terminal
         self.bar: Any = None
         self.overall: Any = None
         self.tasks: dict[int, Any] = {}
@@ -280,7 +284,8 @@ class _Display:
                                        TimeElapsedColumn)
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=self.console, transient=True)
+                                TimeElapsedColumn(), console=self.console, transient=True,
+                                redirect_stdout=False)
             self.bar.__enter__()
             self.overall = self.bar.add_task("inputs", total=self.n_jobs)
         return self
@@ -319,6 +324,15 @@ class _Display:
             qc = f", QC picture {job.qc}" if job.qc is not None else ""
             self.console.print(f"[{self.index}/{self.n_jobs}] {job.status:7s} {job.input} -> {job.output} "
                                f"({job.seconds:.1f} s{qc})", markup=False, highlight=False)
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
 
 
 def _warn_shared_device(settings: Any, n_jobs: int, console: Any) -> None:
