@@ -11,12 +11,16 @@ from typing import Annotated
 
 import typer
 
+from mrisr.cli.common import CONTEXT_SETTINGS, MrisrCommand, MrisrGroup
+
 app = typer.Typer(
     name="mrisr",
     help="Super-resolution of brain MRI with exact geometry: spline interpolation plus a bundled 3D CNN.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    cls=MrisrGroup,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 
@@ -53,17 +57,17 @@ from mrisr.cli import (degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd, 
 
 app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)
 app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)
-app.command("models")(models_cmd.models)
+app.command("models", cls=MrisrCommand)(models_cmd.models)
 app.command("qc", cls=qc_cmd.QCCommand)(qc_cmd.qc)
 app.command("degrade", cls=degrade_cmd.DegradeCommand)(degrade_cmd.degrade)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("train")(train_cmd.train)
+app.command("evaluate", cls=MrisrCommand)(evaluate_cmd.evaluate)
+app.command("train", cls=MrisrCommand)(train_cmd.train)
 # --- end of command registrations ---
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also ``python -m mrisr``)."""
+    app(prog_name="mrisr")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,97 +29,116 @@ from mrisr.cli.common import (EXIT_OK, MultiValueCommand, err_console, parse_num
 #: Command class: ``--spacing``/``--factor`` take 1 or 3 space-separated numbers.
 UpscaleCommand = MultiValueCommand
 
-_SPACING_HELP = ("Target voxel size in mm: one value (isotropic) or three, per voxel axis i j k "
-                 "(e.g. --spacing 1 1 3, or 1,1,3 or 1x1x3).")
-_FACTOR_HELP = "Divide the voxel sizes by this: one value or three (e.g. --factor 2, --factor 1 1 3)."
+_SPACING_HELP = "Target voxel size in mm: one value or three, per voxel axis (--spacing 1 1 3)."
+_FACTOR_HELP = "Divide the voxel sizes by this: one value or three (--factor 1 1 3)."
+
+
+#: Help panels of ``mrisr upscale`` (in the order --help shows them); the rare options come last.
+IO, GRID, MODEL, TRUST, BATCH, PERF, RARE = ("Input and output", "Target grid", "Model", "Trust the result",
+                                             "Batch", "Performance", "Rarely needed")
 
 
 def upscale(
     inputs: Annotated[list[Path] | None, typer.Argument(
         metavar="INPUT...", show_default=False,
-        help="Image files (NIfTI, MGH, NRRD, MetaImage), folders of them (non-recursive), DICOM series "
-             "folders, or folders of DICOM series folders.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Use the 2 mm sample T1 that ships with mrisr as the input "
-                                                      "(derived from the ICBM152 template).")] = False,
-    spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", help=_SPACING_HELP,
-                                                show_default=False)] = None,
-    factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", help=_FACTOR_HELP,
-                                               show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (.nii or .nii.gz); one input only.",
-                                                show_default=False)] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", file_okay=False, show_default=False,
-                                                    help="Folder for the outputs (created if needed; gets a BIDS "
-                                                         "derivatives dataset_description.json). Default: next to "
-                                                         "each input.")] = None,
-    method: Annotated[Literal["cnn", "spline"] | None, typer.Option(
-        "--method", help="cnn: spline + bundled network; spline: interpolation only. Default: cnn when a model "
-                         "is available, else spline.", show_default=False)] = None,
-    order: Annotated[int, typer.Option("--order", min=0, max=5, help="B-spline order (0 nearest, 1 linear, "
-                                                                     "3 cubic).")] = 3,
-    model: Annotated[str | None, typer.Option("--model", metavar="NAME|PATH", show_default=False,
-                                              help="Shipped model name, or a model folder / card.json.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (cnn only).")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (cnn only).")] = "auto",
-    patch_size: Annotated[int | None, typer.Option("--patch-size", min=1, show_default=False,
-                                                   help="Network patch size in voxels (cnn only).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, show_default=False,
-                                                   help="Patches per network batch (cnn only).")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
-                                                help="CPU threads for the network.")] = None,
-    dtype: Annotated[Literal["float32", "input"], typer.Option(
-        "--dtype", help="Output data type: float32, or the input's type (rounded and clipped).")] = "float32",
-    series: Annotated[str | None, typer.Option("--series", metavar="UID", show_default=False,
-                                               help="DICOM series UID when a folder holds several.")] = None,
-    nan_to_num: Annotated[bool, typer.Option("--nan-to-num", help="Replace NaN/Inf input values with 0.")] = False,
-    allow_uneven: Annotated[bool, typer.Option("--allow-uneven",
-                                               help="Accept DICOM slices with uneven spacing.")] = False,
-    antialias: Annotated[bool, typer.Option("--antialias/--no-antialias",
+        help="Images (NIfTI, MGH, NRRD, MetaImage), folders of them, DICOM series folders (or folders of "
+             "them), or @LIST: a file of paths, one per line (@- reads stdin).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", show_default=False, rich_help_panel=IO,
+                                                help="Output file (.nii or .nii.gz); one input only.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", file_okay=False, show_default=False, rich_help_panel=IO,
+        help="Folder for the outputs (a BIDS derivatives folder). Default: next to each input.")] = None,
+    inputs_from: Annotated[str | None, typer.Option(
+        "--inputs-from", metavar="FILE", show_default=False, rich_help_panel=IO,
+        help="Also read input paths from FILE, one per line (- for stdin).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite/--skip-existing", rich_help_panel=IO,
+        help="Existing outputs: redo them, or skip those made with the same settings (refusing the others).",
+        show_default=False)] = False,
+    force: Annotated[bool, typer.Option("--force", hidden=True, help="The same as --overwrite.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", rich_help_panel=IO,
+                                       help="Use the 2 mm sample T1 that ships with mrisr as the input.")] = False,
+    spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", show_default=False,
+                                                rich_help_panel=GRID, help=_SPACING_HELP)] = None,
+    factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", show_default=False,
+                                               rich_help_panel=GRID, help=_FACTOR_HELP)] = None,
+    order: Annotated[int, typer.Option("--order", min=0, max=5, metavar="N", rich_help_panel=GRID,
+                                       help="B-spline order (0 nearest, 1 linear, 3 cubic).")] = 3,
+    antialias: Annotated[bool, typer.Option("--antialias/--no-antialias", rich_help_panel=GRID,
                                             help="Smooth axes made coarser before sampling.")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (else they are skipped).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON record per input on stdout.")] = False,
-    suffix: Annotated[Literal[".nii.gz", ".nii"], typer.Option("--suffix", help="Extension of generated output "
-                                                                                "names.")] = ".nii.gz",
-    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", show_default=False,
-                                              help="Process every N-th input from the K-th (0-based), after "
-                                                   "sorting: for job arrays.")] = None,
-    n_jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Inputs processed at once (CPU); each gets "
-                                                                  "cores/N network threads unless --threads.")] = 1,
-    qc: Annotated[bool, typer.Option("--qc", help="Also write a QC picture <output stem>_qc.png: input, spline, "
-                                                  "result and result - spline in three planes (needs "
-                                                  "pip install \"mrisr[qc]\").")] = False,
-    consistency: Annotated[bool, typer.Option(
-        "--consistency", help="Project the result onto the images whose simulated acquisition equals the input "
-                              "(one step; only the part of the mismatch above the input's noise) and report the "
-                              "consistency errors of the spline, the network and the result. See "
-                              "docs/trust.md.")] = False,
-    consistency_psf: Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
-        "--consistency-psf", help="Acquisition PSF of --consistency: auto (the one that best explains the input), "
-                                  "box (block averaging), gaussian, kspace or slice.")] = "auto",
-    uncertainty: Annotated[bool, typer.Option(
-        "--uncertainty", help="Run the network under the 8 flips of the volume, combine them (--ensemble) and "
-                              "write their voxel-wise standard deviation as <output stem>_std.nii.gz (8x the "
-                              "network time; cnn only).")] = False,
-    ensemble: Annotated[Literal["mean", "median"] | None, typer.Option(
-        "--ensemble", help="How the 8 flips are combined: mean or median. Alone, runs the flip ensemble "
-                           "without writing the std map. Default: mean with --uncertainty.",
-        show_default=False)] = None,
+    method: Annotated[Literal["cnn", "spline"] | None, typer.Option(
+        "--method", rich_help_panel=MODEL, show_default=False,
+        help="cnn (spline + network) or spline only. Default: cnn when a model ships.")] = None,
+    model: Annotated[str | None, typer.Option("--model", metavar="NAME|PATH", show_default=False,
+                                              rich_help_panel=MODEL,
+                                              help="Shipped model (see mrisr models) or a model folder.")] = None,
     reference: Annotated[Path | None, typer.Option(
-        "--reference", metavar="PATH", show_default=False,
-        help="A finer scan of the same head (e.g. a 1 mm T1; NIfTI, MGH, NRRD, DICOM...) that guides a guided "
-             "model: resampled onto the output grid and given to the network as a second input. One input only; "
-             "without --model the shipped guided model is used. See docs/guided.md.")] = None,
+        "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
+        help="A finer scan of the same head (e.g. a 1 mm T1) for a guided model; one input only.")] = None,
     register: Annotated[str, typer.Option(
-        "--register", metavar="none|rigid",
-        help="Align --reference to the input first: none (trust the headers: same session, no motion) or rigid "
-             "(mutual-information registration; the transform is written as <output stem>_reference_rigid.tfm "
-             "and recorded in the sidecar).")] = "none",
+        "--register", metavar="none|rigid", rich_help_panel=MODEL,
+        help="Align --reference to the input first (rigid) or trust the headers (none).")] = "none",
+    qc: Annotated[bool, typer.Option("--qc", rich_help_panel=TRUST,
+                                     help='Also write a QC picture <output stem>_qc.png (needs '
+                                          'pip install "mrisr[qc]").')] = False,
+    consistency: Annotated[bool, typer.Option(
+        "--consistency", rich_help_panel=TRUST,
+        help="Make the result consistent with the input's acquisition and report the errors (docs/trust.md).")
+    ] = False,
+    uncertainty: Annotated[bool, typer.Option(
+        "--uncertainty", rich_help_panel=TRUST,
+        help="Run the 8 flips of the volume and write their std map <output stem>_std.nii.gz (8x slower).")
+    ] = False,
+    ensemble: Annotated[Literal["mean", "median"] | None, typer.Option(
+        "--ensemble", rich_help_panel=TRUST, show_default=False,
+        help="Combine the 8 flips by mean or median (alone: no std map). Default: mean with --uncertainty.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=BATCH,
+                                           help="One JSON record per input on stdout (progress on stderr).")
+                        ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=BATCH,
+                                        help="No progress display or summary.")] = False,
+    n_jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", rich_help_panel=BATCH,
+                                        help="Inputs processed at once (threads of this process).")] = 1,
+    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", show_default=False, rich_help_panel=BATCH,
+                                              help="Every N-th input from the K-th (0-based): for job arrays.")
+                     ] = None,
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", rich_help_panel=PERF,
+                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", metavar="auto|fp32|bf16|fp16",
+                                           rich_help_panel=PERF,
+                                           help="Arithmetic of the network.")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, metavar="N", show_default=False,
+                                                rich_help_panel=PERF,
+                                                help="CPU threads for the network.")] = None,
+    patch_size: Annotated[int | None, typer.Option("--patch-size", min=1, metavar="N", show_default=False,
+                                                rich_help_panel=PERF,
+                                                   help="Network patch size in voxels.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, metavar="N", show_default=False,
+                                                rich_help_panel=PERF,
+                                                   help="Patches per network batch.")] = None,
+    series: Annotated[str | None, typer.Option("--series", metavar="UID", show_default=False, rich_help_panel=RARE,
+                                               help="DICOM series UID when a folder holds several.")] = None,
+    dtype: Annotated[Literal["float32", "input"], typer.Option(
+        "--dtype", metavar="float32|input", rich_help_panel=RARE, help="Output type: float32, or the input's (rounded, clipped).")
+    ] = "float32",
+    suffix: Annotated[Literal[".nii.gz", ".nii"], typer.Option("--suffix", metavar="EXT", rich_help_panel=RARE,
+                                                               help="Extension of generated names: "
+                                                                    ".nii.gz or .nii.")] = ".nii.gz",
+    nan_to_num: Annotated[bool, typer.Option("--nan-to-num", rich_help_panel=RARE,
+                                             help="Replace NaN/Inf input values with 0.")] = False,
+    allow_uneven: Annotated[bool, typer.Option("--allow-uneven", rich_help_panel=RARE,
+                                               help="Accept DICOM slices with uneven spacing.")] = False,
+    consistency_psf: Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
+        "--consistency-psf", metavar="PSF", rich_help_panel=RARE,
+        help="PSF of --consistency: auto (the one that best explains the input), box, gaussian, kspace or "
+             "slice.")] = "auto",
 ) -> None:
-    """Super-resolve images to a target voxel size (exactly one of --spacing / --factor).
+    """Super-resolve images to a target voxel size: give --spacing or --factor.
 
-    Outputs are named <stem>_sr.nii.gz (BIDS names get desc-mrisr) with a JSON
-    provenance sidecar. Existing outputs are skipped unless --force. Exit codes:
-    0 all ok or skipped, 1 some input failed, 2 usage error.
+    Outputs are <stem>_sr.nii.gz (BIDS names get desc-mrisr) with a JSON
+    sidecar of provenance and settings. Exit codes: 0 all ok or skipped, 1
+    some input failed, 2 usage error. More in docs/cli.md.
     """
     from mrisr.batch import BatchSettings, parse_shard
     from mrisr.errors import MrisrError
@@ -130,12 +149,12 @@ def upscale(
             spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"),
             method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
-            allow_uneven=allow_uneven, dtype=dtype, force=force, qc=qc, consistency=consistency,
+            allow_uneven=allow_uneven, dtype=dtype, force=force or overwrite, qc=qc, consistency=consistency,
             consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
             register=register)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
-        inputs = _with_demo(list(inputs or []), demo)
+        inputs = _with_demo(list(inputs or []), demo, inputs_from)
         if demo and len(inputs) == 1 and output is None and output_dir is None:
             output = Path.cwd() / "sample_t1_2mm_sr.nii.gz"  # never write inside the installed package
         jobs, loaded = _plan(inputs, settings, output, output_dir, suffix, shard_kn)
@@ -151,10 +170,13 @@ def upscale(
     raise typer.Exit(code=code)
 
 
-def _with_demo(inputs: list[Path], demo: bool) -> list[Path]:
-    """Add the shipped sample for ``--demo``; refuse an empty input list."""
+def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -> list[Path]:
+    """Add the paths of ``--inputs-from`` and the shipped sample for ``--demo``; refuse an empty input list."""
+    from mrisr.batch import read_input_list
     from mrisr.errors import MrisrError
 
+    if inputs_from is not None:
+        inputs += read_input_list(inputs_from)
     if demo:
         from mrisr.sample import sample_path
 
@@ -209,7 +231,7 @@ def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Pa
     if settings.reference is not None:
         _check_one_input(inputs)
     jobs = plan_batch(inputs, output=output, output_dir=output_dir, suffix=suffix, shard=shard,
-                      force=settings.force)
+                      force=settings.force, settings=settings)
     if not any(j.status == "pending" for j in jobs):
         return jobs, None
     loaded = prepare_model(settings)
