@@ -106,8 +106,9 @@ def plain_help(*objects: Any) -> Iterator[None]:
         >>> from types import SimpleNamespace
         >>> opt = SimpleNamespace(is_flag=True, metavar=None, help='needs "mrisr[qc]"')
         >>> with plain_help(opt):
-        ...     opt.help, opt.metavar
-        ('needs "mrisr\\[qc]"', '')
+        ...     print(opt.help, repr(opt.metavar))
+        needs "mrisr\\[qc]" ''
+
         >>> opt.help, opt.metavar
         ('needs "mrisr[qc]"', None)
     """
