@@ -150,3 +150,54 @@ def test_list_helpers():
         read_input_list("-", io.StringIO(""))
     with pytest.raises(MrisrError, match="no inputs given"):
         expand_inputs([])
+
+
+def test_info_describes_each_series_of_a_study_folder(tmp_path):
+    from test_cli_upscale import _dicom_series
+
+    study = tmp_path / "study"
+    _dicom_series(study / "T2_AX", "1.2.826.0.1.3680043.2.1125.9.1")
+    _dicom_series(study / "T1_AX", "1.2.826.0.1.3680043.2.1125.9.2", spacing=(1.0, 1.0, 2.0))
+    result = CliRunner().invoke(app, ["info", str(study), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(f["file"]).name for f in facts] == ["T1_AX", "T2_AX"]
+    assert [f["spacing"] for f in facts] == [[1.0, 1.0, 2.0], [1.0, 1.0, 3.0]]
+    text = CliRunner().invoke(app, ["info", str(study)])
+    assert text.exit_code == 0 and text.stdout.count("file ") == 2
+    # One series folder is still one input.
+    one = CliRunner().invoke(app, ["info", str(study / "T1_AX"), "--json"])
+    assert one.exit_code == 0 and json.loads(one.stdout)["shape"] == [4, 5, 3]
+
+
+def test_output_header_does_not_copy_the_acquisition_description(tmp_path):
+    src = tmp_path / "a.nii.gz"
+    img = nib.Nifti1Image(np.ones((6, 5, 4), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header["descrip"] = b"TE=90;Time=101010.000;phase=1"
+    nib.save(img, src)
+    assert upscale(src, "--spacing", "1").exit_code == 0
+    assert nib.load(tmp_path / "a_sr.nii.gz").header["descrip"].tobytes().rstrip(b"\0") == b"mrisr super-resolution"
+    assert nib.load(src).header["descrip"].tobytes().startswith(b"TE=90")  # the input is untouched
+
+
+def test_records_name_the_threads_absolute_paths_and_round_float_noise(tmp_path, monkeypatch):
+    import torch
+
+    from mrisr.archs.recnn import ReCNN
+    from mrisr.model_card import save_model
+
+    torch.manual_seed(0)
+    training = {"data": "none", "licence": "none", "degradations": [], "input_spacing_mm": [1.0, 6.0],
+                "factor": [1.0, 6.0]}
+    save_model(ReCNN(2, 4), tmp_path / "tiny", name="tiny", training=training)
+    _save(tmp_path / "a.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    # 3 mm / 0.75 is float noise away from 4: the record says 0.75, not 0.7500000000000001.
+    result = CliRunner().invoke(app, ["upscale", "a.nii.gz", "--factor", "1", "1", "4", "--model", "tiny",
+                                      "--device", "cpu", "--precision", "fp32", "--json"])
+    assert result.exit_code == 0, result.output
+    rec = records(result)[0]
+    assert rec["threads"] == torch.get_num_threads() and rec["method"] == "cnn"
+    assert rec["input"] == str(tmp_path / "a.nii.gz") and rec["sidecar"] == str(tmp_path / "a_sr.json")
+    assert rec["output_spacing"] == [2.0, 2.0, 0.75]
+    assert rec["settings"]["model"]["name"] == "tiny" and len(rec["settings"]["model"]["sha256"]) == 64
