@@ -123,6 +123,8 @@ class Job:
         qc: The QC picture written for it (``settings.qc``), if any.
         settings: The settings that shape its output (:func:`output_settings`),
             when planned with them; recorded in the sidecar.
+        sidecar_extra: Fields written in the sidecar before the record's
+            (a BIDS source's metadata and ``Sources``: :mod:`mrisr.bids`).
     """
 
     input: Path
@@ -133,6 +135,7 @@ class Job:
     seconds: float = 0.0
     qc: Path | None = None
     settings: dict | None = None
+    sidecar_extra: dict | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -434,9 +437,24 @@ def plan_batch(paths: Iterable[str | Path], *, output: str | Path | None = None,
         MrisrError: any usage problem (see :func:`expand_inputs`,
             :func:`name_outputs`). Planning writes nothing.
     """
-    wanted = output_settings(settings) if settings is not None else None
     jobs = name_outputs(expand_inputs(paths), output=output, output_dir=output_dir, suffix=suffix,
                         series=None if settings is None else settings.series)
+    return prepare_jobs(jobs, shard=shard, force=force, settings=settings)
+
+
+def prepare_jobs(jobs: Sequence[Job], *, shard: tuple[int, int] | None = None, force: bool = False,
+                 settings: BatchSettings | None = None) -> list[Job]:
+    """Take this shard of named jobs, record the settings on them and mark existing outputs.
+
+    The second half of :func:`plan_batch`, for callers that name outputs
+    themselves (:mod:`mrisr.bids`).
+
+    Raises:
+        MrisrError: two jobs with one output, or an output that is an input.
+    """
+    _check_clashes(jobs)
+    wanted = output_settings(settings) if settings is not None else None
+    jobs = list(jobs)
     if shard is not None:
         k, n = shard
         jobs = jobs[k::n]
@@ -660,7 +678,7 @@ def run_job(job: Job, settings: BatchSettings, model: Any = None,
     try:
         from .writer import save_json_atomic
 
-        save_json_atomic(job.record, job.sidecar, force=True)
+        save_json_atomic({**(job.sidecar_extra or {}), **job.record}, job.sidecar, force=True)
     except Exception as exc:  # noqa: BLE001
         _fail(job, exc)
         job.error = f"the image was written but its sidecar was not: {job.error}"
@@ -901,6 +919,7 @@ def summarise(jobs: Sequence[Job]) -> dict[str, int]:
 
 
 __all__ = ["BatchSettings", "Job", "parse_shard", "OUTPUT_SETTINGS", "output_settings", "settings_fingerprint",
-           "settings_changes", "read_input_list", "expand_list_arguments", "round_floats", "expand_inputs", "name_outputs", "plan_batch", "preflight",
+           "settings_changes", "read_input_list", "expand_list_arguments", "round_floats", "expand_inputs",
+           "prepare_jobs", "name_outputs", "plan_batch", "preflight",
            "prepare_model", "ensure_dataset_description", "run_job", "iter_jobs", "run_jobs", "available_cores",
            "threads_per_job", "make_record", "exit_code", "summarise"]

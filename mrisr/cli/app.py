@@ -52,10 +52,11 @@ def _root(
 
 
 # --- command registrations (in the order --help lists them) ---
-from mrisr.cli import (degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
+from mrisr.cli import (bids_cmd, degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
                        train_cmd, upscale_cmd)
 
 app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)
+app.command("bids", cls=bids_cmd.BidsCommand)(bids_cmd.bids)
 app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)
 app.command("models", cls=MrisrCommand)(models_cmd.models)
 app.command("qc", cls=qc_cmd.QCCommand)(qc_cmd.qc)

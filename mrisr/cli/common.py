@@ -89,6 +89,35 @@ def join_multi_values(args: Sequence[str], options: dict[str, int] | None = None
     return out
 
 
+def join_list_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """Join the values following a list option (up to the next ``-`` token) into one comma-separated token.
+
+    Nothing after ``--`` is touched. ``--opt=a`` keeps its single value.
+
+    Example:
+        >>> join_list_values(["ds", "out", "participant", "--participant-label", "01", "02", "-q"],
+        ...                  ["--participant-label"])
+        ['ds', 'out', 'participant', '--participant-label', '01,02', '-q']
+    """
+    args = list(args)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            return out + args[i:]
+        out.append(tok)
+        i += 1
+        if tok in options:
+            values = []
+            while i < len(args) and not args[i].startswith("-"):
+                values.append(args[i])
+                i += 1
+            if values:
+                out.append(",".join(values))
+    return out
+
+
 #: ``-h`` as well as ``--help`` on every command (the root's context settings are inherited).
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 

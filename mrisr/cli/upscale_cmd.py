@@ -38,101 +38,134 @@ IO, GRID, MODEL, TRUST, BATCH, PERF, RARE = ("Input and output", "Target grid", 
                                              "Batch", "Performance", "Rarely needed")
 
 
+#: The options of ``mrisr upscale``, one alias each, so that ``mrisr bids`` (:mod:`mrisr.cli.bids_cmd`)
+#: defines none of them twice.
+OutputOpt = Annotated[Path | None, typer.Option(
+    "-o", "--output", show_default=False, rich_help_panel=IO,
+    help="Output file (.nii or .nii.gz); one input only.")]
+OutputDirOpt = Annotated[Path | None, typer.Option(
+    "--output-dir", file_okay=False, show_default=False, rich_help_panel=IO,
+    help="Folder for the outputs (a BIDS derivatives folder). Default: next to each input.")]
+InputsFromOpt = Annotated[str | None, typer.Option(
+    "--inputs-from", metavar="FILE", show_default=False, rich_help_panel=IO,
+    help="Also read input paths from FILE, one per line (- for stdin).")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite/--skip-existing", show_default=False, rich_help_panel=IO,
+    help="Existing outputs: redo them, or skip those made with the same settings (refusing the others).")]
+ForceOpt = Annotated[bool, typer.Option("--force", hidden=True, help="The same as --overwrite.")]
+DemoOpt = Annotated[bool, typer.Option(
+    "--demo", rich_help_panel=IO, help="Use the 2 mm sample T1 that ships with mrisr as the input.")]
+SpacingOpt = Annotated[str | None, typer.Option(
+    "--spacing", metavar="S [S S]", show_default=False, rich_help_panel=GRID, help=_SPACING_HELP)]
+FactorOpt = Annotated[str | None, typer.Option(
+    "--factor", metavar="F [F F]", show_default=False, rich_help_panel=GRID, help=_FACTOR_HELP)]
+OrderOpt = Annotated[int, typer.Option(
+    "--order", min=0, max=5, metavar="N", rich_help_panel=GRID,
+    help="B-spline order (0 nearest, 1 linear, 3 cubic).")]
+AntialiasOpt = Annotated[bool, typer.Option(
+    "--antialias/--no-antialias", rich_help_panel=GRID, help="Smooth axes made coarser before sampling.")]
+MethodOpt = Annotated[Literal["cnn", "spline"] | None, typer.Option(
+    "--method", show_default=False, rich_help_panel=MODEL,
+    help="cnn (spline + network) or spline only. Default: cnn when a model ships.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", metavar="NAME|PATH", show_default=False, rich_help_panel=MODEL,
+    help="Shipped model (see mrisr models) or a model folder.")]
+ReferenceOpt = Annotated[Path | None, typer.Option(
+    "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
+    help="A finer scan of the same head (e.g. a 1 mm T1) for a guided model; one input only.")]
+RegisterOpt = Annotated[str, typer.Option(
+    "--register", metavar="none|rigid", rich_help_panel=MODEL,
+    help="Align --reference to the input first (rigid) or trust the headers (none).")]
+QcOpt = Annotated[bool, typer.Option(
+    "--qc", rich_help_panel=TRUST,
+    help='Also write a QC picture <output stem>_qc.png (needs pip install "mrisr[qc]").')]
+ConsistencyOpt = Annotated[bool, typer.Option(
+    "--consistency", rich_help_panel=TRUST,
+    help="Make the result consistent with the input's acquisition and report the errors (docs/trust.md).")]
+UncertaintyOpt = Annotated[bool, typer.Option(
+    "--uncertainty", rich_help_panel=TRUST,
+    help="Run the 8 flips of the volume and write their std map <output stem>_std.nii.gz (8x slower).")]
+EnsembleOpt = Annotated[Literal["mean", "median"] | None, typer.Option(
+    "--ensemble", show_default=False, rich_help_panel=TRUST,
+    help="Combine the 8 flips by mean or median (alone: no std map). Default: mean with --uncertainty.")]
+JsonOutOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=BATCH, help="One JSON record per input on stdout (progress on stderr).")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", rich_help_panel=BATCH, help="No progress display or summary.")]
+NJobsOpt = Annotated[int, typer.Option(
+    "--jobs", "-j", min=1, metavar="N", rich_help_panel=BATCH,
+    help="Inputs processed at once (threads of this process).")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", metavar="K/N", show_default=False, rich_help_panel=BATCH,
+    help="Every N-th input from the K-th (0-based): for job arrays.")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", metavar="DEVICE", rich_help_panel=PERF, help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", metavar="auto|fp32|bf16|fp16", rich_help_panel=PERF, help="Arithmetic of the network.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
+    help="CPU threads for the network.")]
+PatchSizeOpt = Annotated[int | None, typer.Option(
+    "--patch-size", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
+    help="Network patch size in voxels.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
+    help="Patches per network batch.")]
+SeriesOpt = Annotated[str | None, typer.Option(
+    "--series", metavar="UID", show_default=False, rich_help_panel=RARE,
+    help="DICOM series UID when a folder holds several.")]
+DtypeOpt = Annotated[Literal["float32", "input"], typer.Option(
+    "--dtype", metavar="float32|input", rich_help_panel=RARE,
+    help="Output type: float32, or the input's (rounded, clipped).")]
+SuffixOpt = Annotated[Literal[".nii.gz", ".nii"], typer.Option(
+    "--suffix", metavar="EXT", rich_help_panel=RARE, help="Extension of generated names: .nii.gz or .nii.")]
+NanToNumOpt = Annotated[bool, typer.Option(
+    "--nan-to-num", rich_help_panel=RARE, help="Replace NaN/Inf input values with 0.")]
+AllowUnevenOpt = Annotated[bool, typer.Option(
+    "--allow-uneven", rich_help_panel=RARE, help="Accept DICOM slices with uneven spacing.")]
+ConsistencyPsfOpt = Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
+    "--consistency-psf", metavar="PSF", rich_help_panel=RARE,
+    help="PSF of --consistency: auto (the one that best explains the input), box, gaussian, kspace or slice.")]
+
+
 def upscale(
     inputs: Annotated[list[Path] | None, typer.Argument(
         metavar="INPUT...", show_default=False,
         help="Images (NIfTI, MGH, NRRD, MetaImage), folders of them, DICOM series folders (or folders of "
              "them), or @LIST: a file of paths, one per line (@- reads stdin).")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", show_default=False, rich_help_panel=IO,
-                                                help="Output file (.nii or .nii.gz); one input only.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(
-        "--output-dir", file_okay=False, show_default=False, rich_help_panel=IO,
-        help="Folder for the outputs (a BIDS derivatives folder). Default: next to each input.")] = None,
-    inputs_from: Annotated[str | None, typer.Option(
-        "--inputs-from", metavar="FILE", show_default=False, rich_help_panel=IO,
-        help="Also read input paths from FILE, one per line (- for stdin).")] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite/--skip-existing", rich_help_panel=IO,
-        help="Existing outputs: redo them, or skip those made with the same settings (refusing the others).",
-        show_default=False)] = False,
-    force: Annotated[bool, typer.Option("--force", hidden=True, help="The same as --overwrite.")] = False,
-    demo: Annotated[bool, typer.Option("--demo", rich_help_panel=IO,
-                                       help="Use the 2 mm sample T1 that ships with mrisr as the input.")] = False,
-    spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", show_default=False,
-                                                rich_help_panel=GRID, help=_SPACING_HELP)] = None,
-    factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", show_default=False,
-                                               rich_help_panel=GRID, help=_FACTOR_HELP)] = None,
-    order: Annotated[int, typer.Option("--order", min=0, max=5, metavar="N", rich_help_panel=GRID,
-                                       help="B-spline order (0 nearest, 1 linear, 3 cubic).")] = 3,
-    antialias: Annotated[bool, typer.Option("--antialias/--no-antialias", rich_help_panel=GRID,
-                                            help="Smooth axes made coarser before sampling.")] = True,
-    method: Annotated[Literal["cnn", "spline"] | None, typer.Option(
-        "--method", rich_help_panel=MODEL, show_default=False,
-        help="cnn (spline + network) or spline only. Default: cnn when a model ships.")] = None,
-    model: Annotated[str | None, typer.Option("--model", metavar="NAME|PATH", show_default=False,
-                                              rich_help_panel=MODEL,
-                                              help="Shipped model (see mrisr models) or a model folder.")] = None,
-    reference: Annotated[Path | None, typer.Option(
-        "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
-        help="A finer scan of the same head (e.g. a 1 mm T1) for a guided model; one input only.")] = None,
-    register: Annotated[str, typer.Option(
-        "--register", metavar="none|rigid", rich_help_panel=MODEL,
-        help="Align --reference to the input first (rigid) or trust the headers (none).")] = "none",
-    qc: Annotated[bool, typer.Option("--qc", rich_help_panel=TRUST,
-                                     help='Also write a QC picture <output stem>_qc.png (needs '
-                                          'pip install "mrisr[qc]").')] = False,
-    consistency: Annotated[bool, typer.Option(
-        "--consistency", rich_help_panel=TRUST,
-        help="Make the result consistent with the input's acquisition and report the errors (docs/trust.md).")
-    ] = False,
-    uncertainty: Annotated[bool, typer.Option(
-        "--uncertainty", rich_help_panel=TRUST,
-        help="Run the 8 flips of the volume and write their std map <output stem>_std.nii.gz (8x slower).")
-    ] = False,
-    ensemble: Annotated[Literal["mean", "median"] | None, typer.Option(
-        "--ensemble", rich_help_panel=TRUST, show_default=False,
-        help="Combine the 8 flips by mean or median (alone: no std map). Default: mean with --uncertainty.")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", rich_help_panel=BATCH,
-                                           help="One JSON record per input on stdout (progress on stderr).")
-                        ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=BATCH,
-                                        help="No progress display or summary.")] = False,
-    n_jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", rich_help_panel=BATCH,
-                                        help="Inputs processed at once (threads of this process).")] = 1,
-    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", show_default=False, rich_help_panel=BATCH,
-                                              help="Every N-th input from the K-th (0-based): for job arrays.")
-                     ] = None,
-    device: Annotated[str, typer.Option("--device", metavar="DEVICE", rich_help_panel=PERF,
-                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", metavar="auto|fp32|bf16|fp16",
-                                           rich_help_panel=PERF,
-                                           help="Arithmetic of the network.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, metavar="N", show_default=False,
-                                                rich_help_panel=PERF,
-                                                help="CPU threads for the network.")] = None,
-    patch_size: Annotated[int | None, typer.Option("--patch-size", min=1, metavar="N", show_default=False,
-                                                rich_help_panel=PERF,
-                                                   help="Network patch size in voxels.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, metavar="N", show_default=False,
-                                                rich_help_panel=PERF,
-                                                   help="Patches per network batch.")] = None,
-    series: Annotated[str | None, typer.Option("--series", metavar="UID", show_default=False, rich_help_panel=RARE,
-                                               help="DICOM series UID when a folder holds several.")] = None,
-    dtype: Annotated[Literal["float32", "input"], typer.Option(
-        "--dtype", metavar="float32|input", rich_help_panel=RARE, help="Output type: float32, or the input's (rounded, clipped).")
-    ] = "float32",
-    suffix: Annotated[Literal[".nii.gz", ".nii"], typer.Option("--suffix", metavar="EXT", rich_help_panel=RARE,
-                                                               help="Extension of generated names: "
-                                                                    ".nii.gz or .nii.")] = ".nii.gz",
-    nan_to_num: Annotated[bool, typer.Option("--nan-to-num", rich_help_panel=RARE,
-                                             help="Replace NaN/Inf input values with 0.")] = False,
-    allow_uneven: Annotated[bool, typer.Option("--allow-uneven", rich_help_panel=RARE,
-                                               help="Accept DICOM slices with uneven spacing.")] = False,
-    consistency_psf: Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
-        "--consistency-psf", metavar="PSF", rich_help_panel=RARE,
-        help="PSF of --consistency: auto (the one that best explains the input), box, gaussian, kspace or "
-             "slice.")] = "auto",
+    output: OutputOpt = None,
+    output_dir: OutputDirOpt = None,
+    inputs_from: InputsFromOpt = None,
+    overwrite: OverwriteOpt = False,
+    force: ForceOpt = False,
+    demo: DemoOpt = False,
+    spacing: SpacingOpt = None,
+    factor: FactorOpt = None,
+    order: OrderOpt = 3,
+    antialias: AntialiasOpt = True,
+    method: MethodOpt = None,
+    model: ModelOpt = None,
+    reference: ReferenceOpt = None,
+    register: RegisterOpt = "none",
+    qc: QcOpt = False,
+    consistency: ConsistencyOpt = False,
+    uncertainty: UncertaintyOpt = False,
+    ensemble: EnsembleOpt = None,
+    json_out: JsonOutOpt = False,
+    quiet: QuietOpt = False,
+    n_jobs: NJobsOpt = 1,
+    shard: ShardOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    threads: ThreadsOpt = None,
+    patch_size: PatchSizeOpt = None,
+    batch_size: BatchSizeOpt = None,
+    series: SeriesOpt = None,
+    dtype: DtypeOpt = "float32",
+    suffix: SuffixOpt = ".nii.gz",
+    nan_to_num: NanToNumOpt = False,
+    allow_uneven: AllowUnevenOpt = False,
+    consistency_psf: ConsistencyPsfOpt = "auto",
 ) -> None:
     """Super-resolve images to a target voxel size: give --spacing or --factor.
 
