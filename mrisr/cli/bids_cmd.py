@@ -23,7 +23,8 @@ import typer
 
 from mrisr.cli.common import (EXIT_FAILED, EXIT_OK, MrisrCommand, err_console, join_list_values, join_multi_values,
                               parse_numbers, print_json, print_warning, usage_error)
-from mrisr.cli.upscale_cmd import (AntialiasOpt, BatchSizeOpt, ConsistencyOpt, DeviceOpt, DtypeOpt, EnsembleOpt,
+from mrisr.cli.upscale_cmd import (AntialiasOpt, BatchSizeOpt, ConsistencyOpt, DaskSchedulerOpt, DeviceOpt, DtypeOpt,
+                                   EnsembleOpt,
                                    FactorOpt, ForceOpt, JsonOutOpt, MethodOpt, ModelOpt, NanToNumOpt, NJobsOpt,
                                    OrderOpt, OverwriteOpt, PatchSizeOpt, PrecisionOpt, QcOpt, QuietOpt, ShardOpt,
                                    SpacingOpt, ThreadsOpt, UncertaintyOpt)
@@ -76,6 +77,7 @@ def bids(
     quiet: QuietOpt = False,
     n_jobs: NJobsOpt = 1,
     shard: ShardOpt = None,
+    dask_scheduler: DaskSchedulerOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
@@ -112,9 +114,10 @@ def bids(
             batch_size=batch_size, threads=threads, antialias=antialias, nan_to_num=nan_to_num, dtype=dtype,
             force=force or overwrite, qc=qc, consistency=consistency, uncertainty=uncertainty, ensemble=ensemble,
             register="none")
-        from mrisr.cli.upscale_cmd import _check_settings
+        from mrisr.cli.upscale_cmd import _check_dask, _check_settings
 
         _check_settings(settings)
+        _check_dask(dask_scheduler, n_jobs)
         jobs, loaded = _plan(images, root, output_dir, settings, parse_shard(shard) if shard else None)
     except MrisrError as exc:
         raise usage_error(str(exc), console) from None
@@ -124,7 +127,8 @@ def bids(
         raise typer.Exit(code=EXIT_OK)
     from mrisr.cli.upscale_cmd import _run
 
-    raise typer.Exit(code=_run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs))
+    raise typer.Exit(code=_run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
+                               scheduler=dask_scheduler))
 
 
 def _plan(images: list, root: Path, output_dir: Path, settings: Any, shard: tuple[int, int] | None) -> tuple:

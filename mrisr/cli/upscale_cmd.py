@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mrisr.cli.common import (EXIT_OK, MultiValueCommand, err_console, parse_numbers, print_error, print_json,
+from mrisr.cli.common import (EXIT_OK, EXIT_USAGE, MultiValueCommand, err_console, parse_numbers, print_error, print_json,
                               print_warning, usage_error)
 
 #: Command class: ``--spacing``/``--factor`` take 1 or 3 space-separated numbers.
@@ -98,6 +98,10 @@ NJobsOpt = Annotated[int, typer.Option(
 ShardOpt = Annotated[str | None, typer.Option(
     "--shard", metavar="K/N", show_default=False, rich_help_panel=BATCH,
     help="Every N-th input from the K-th (0-based): for job arrays.")]
+DaskSchedulerOpt = Annotated[str | None, typer.Option(
+    "--dask-scheduler", metavar="ADDRESS|local:N", show_default=False, rich_help_panel=BATCH,
+    help='Run the inputs on a Dask cluster (tcp://HOST:8786), or on N local worker processes (needs '
+         'pip install "mrisr[dask]").')]
 DeviceOpt = Annotated[str, typer.Option(
     "--device", metavar="DEVICE", rich_help_panel=PERF, help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str, typer.Option(
@@ -155,6 +159,7 @@ def upscale(
     quiet: QuietOpt = False,
     n_jobs: NJobsOpt = 1,
     shard: ShardOpt = None,
+    dask_scheduler: DaskSchedulerOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
@@ -187,6 +192,7 @@ def upscale(
             register=register)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
+        _check_dask(dask_scheduler, n_jobs)
         inputs = _with_demo(list(inputs or []), demo, inputs_from)
         if demo and len(inputs) == 1 and output is None and output_dir is None:
             output = Path.cwd() / "sample_t1_2mm_sr.nii.gz"  # never write inside the installed package
@@ -199,8 +205,26 @@ def upscale(
         raise typer.Exit(code=EXIT_OK)
     if n_jobs > 1 and not quiet:
         _warn_shared_device(settings, n_jobs, console)
-    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs)
+    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
+                scheduler=dask_scheduler)
     raise typer.Exit(code=code)
+
+
+def _check_dask(scheduler: str | None, n_jobs: int) -> None:
+    """--dask-scheduler's value (and dask's presence), and not together with --jobs."""
+    if scheduler is None:
+        return
+    from mrisr.errors import MrisrError
+
+    if n_jobs != 1:
+        raise MrisrError("give either --jobs (threads of this process) or --dask-scheduler (a cluster), not both")
+    from mrisr.distributed import parse_scheduler
+
+    parse_scheduler(scheduler)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise MrisrError('--dask-scheduler needs dask.distributed: pip install "mrisr[dask]"') from None
 
 
 def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -> list[Path]:
@@ -286,21 +310,32 @@ def _check_one_input(inputs: list[Path]) -> None:
 
 
 def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool,
-         n_jobs: int = 1) -> int:
-    """Run the jobs (``n_jobs`` at once); errors, lines and records come out in input order."""
+         n_jobs: int = 1, scheduler: str | None = None) -> int:
+    """Run the jobs (``n_jobs`` at once, or on the Dask ``scheduler``); errors, lines and records come out in
+    input order."""
     from mrisr.batch import exit_code, iter_jobs, make_record
+    from mrisr.errors import MrisrError
 
     # Live bars redraw the terminal: with --json on a terminal stdout they would interleave with the
     # records, so the progress then falls back to one line per input (on stderr, like the bars).
     display = _Display(console, len(jobs), quiet, live=not (json_out and _stdout_is_terminal()))
-    with display:
-        for job in iter_jobs(jobs, settings, loaded, n_jobs=n_jobs, on_start=display.start,
-                             on_finish=display.finish):
-            display.done(job)
-            if job.status == "failed":
-                print_error(f"{job.input}: {job.error}", console)
-            if json_out:
-                print_json(job.record or make_record(job))
+    if scheduler is not None:
+        from mrisr.distributed import iter_jobs_dask
+
+        finished = iter_jobs_dask(jobs, settings, scheduler, on_finish=display.finish)
+    else:
+        finished = iter_jobs(jobs, settings, loaded, n_jobs=n_jobs, on_start=display.start, on_finish=display.finish)
+    try:
+        with display:
+            for job in finished:
+                display.done(job)
+                if job.status == "failed":
+                    print_error(f"{job.input}: {job.error}", console)
+                if json_out:
+                    print_json(job.record or make_record(job))
+    except MrisrError as exc:  # the Dask cluster could not be reached or started: nothing was sent
+        print_error(str(exc), console)
+        return EXIT_USAGE
     if not quiet:
         _print_warnings(jobs, console)
         _print_summary(jobs, console)
