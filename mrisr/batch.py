@@ -163,9 +163,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return ki, ni
 
 
-#: The :class:`BatchSettings` fields that shape an output. The others (device, threads, patch and batch
-#: sizes, qc, force) change how fast it is made or what is written beside it, not the image.
-OUTPUT_SETTINGS = ("spacing", "factor", "method", "order", "model", "precision", "antialias", "series",
+#: The :class:`BatchSettings` fields that shape an output. The others (device, precision, threads, patch
+#: and batch sizes, qc, force) change how fast it is made (and at most its last bits: the arithmetic),
+#: or what is written beside it, not what the image is.
+OUTPUT_SETTINGS = ("spacing", "factor", "method", "order", "model", "antialias", "series",
                    "nan_to_num", "allow_uneven", "dtype", "consistency", "consistency_psf", "uncertainty",
                    "ensemble", "reference", "register")
 
