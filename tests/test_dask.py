@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -17,35 +15,11 @@ from mrisr.cli.app import app
 from mrisr.distributed import parse_scheduler, run_on_worker
 from mrisr.errors import MrisrError
 
-pytest.importorskip("distributed")  # in the test extra; the dask extra for users
+from test_jobs import inputs, tiny_model  # noqa: F401 - the fixtures of the --jobs tests
 
-TRAINING = {"data": "none", "licence": "none", "degradations": [], "input_spacing_mm": [1.0, 6.0],
-            "factor": [1.0, 6.0]}
+import distributed as _dask_distributed  # noqa: F401 - in the test extra: missing is a failure, not a skip
+
 VOLATILE = ("seconds", "timings", "output", "sidecar", "threads")
-
-
-@pytest.fixture
-def inputs(tmp_path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    rng = np.random.default_rng(5)
-    for name, shape in (("a.nii.gz", (6, 5, 4)), ("b.nii", (5, 6, 3)), ("c.nii.gz", (7, 4, 4))):
-        nib.save(nib.Nifti1Image(rng.normal(100, 20, size=shape).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])),
-                 folder / name)
-    (folder / "d.nii.gz").write_bytes(b"not an image")
-    return folder
-
-
-@pytest.fixture
-def tiny_model(tmp_path) -> Path:
-    import torch
-
-    from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import save_model
-
-    torch.manual_seed(0)
-    save_model(ReCNN(2, 4), tmp_path / "tiny", name="tiny", training=TRAINING)
-    return tmp_path / "tiny"
 
 
 def _upscale(folder: Path, out: Path, *extra: str):

@@ -99,22 +99,19 @@ def join_list_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
         ...                  ["--participant-label"])
         ['ds', 'out', 'participant', '--participant-label', '01,02', '-q']
     """
-    args = list(args)
     out: list[str] = []
-    i = 0
-    while i < len(args):
-        tok = args[i]
+    collecting = False
+    for n, tok in enumerate(args):
         if tok == "--":
-            return out + args[i:]
+            return out + list(args[n:])
+        if collecting and not tok.startswith("-"):
+            if out[-1] in options:
+                out.append(tok)
+            else:
+                out[-1] += "," + tok
+            continue
+        collecting = tok in options
         out.append(tok)
-        i += 1
-        if tok in options:
-            values = []
-            while i < len(args) and not args[i].startswith("-"):
-                values.append(args[i])
-                i += 1
-            if values:
-                out.append(",".join(values))
     return out
 
 
