@@ -356,6 +356,9 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _check_output_suffix(path: Path) -> None:
+    if str(path) == "-":
+        raise MrisrError("-o -: outputs are files, written atomically, not a stream on stdout; give a file name "
+                         "(stdout carries the --json records)")
     if split_extension(path.name)[1].lower() not in OUTPUT_SUFFIXES:
         raise MrisrError(f"-o {path}: the output must end with {' or '.join(OUTPUT_SUFFIXES)}")
 

@@ -81,3 +81,15 @@ def test_quiet_json_from_a_terminal_prints_only_records(tmp_path):
     assert code == 0, terminal
     assert [json.loads(line)["status"] for line in records_file.read_text().splitlines()] == ["ok"]
     assert terminal.strip() == ""
+
+
+def test_output_to_stdout_is_a_usage_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from mrisr.cli.app import app
+
+    _save(tmp_path / "a.nii.gz", 0)
+    result = CliRunner().invoke(app, ["upscale", str(tmp_path / "a.nii.gz"), "--spacing", "1", "--method", "spline",
+                                      "-o", "-"])
+    assert result.exit_code == 2 and "not a stream on stdout" in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
