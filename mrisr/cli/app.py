@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr.cli.common import CONTEXT_SETTINGS, MrisrCommand, MrisrGroup
+from mrisr.cli.common import CONTEXT_SETTINGS, MrisrCommand, PlainHelpGroup
 
 app = typer.Typer(
     name="mrisr",
@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    cls=MrisrGroup,
+    cls=PlainHelpGroup,
     context_settings=CONTEXT_SETTINGS,
 )
 

@@ -165,8 +165,8 @@ class MrisrCommand(TyperCommand):
             return super().format_help(ctx, formatter)
 
 
-class MrisrGroup(TyperGroup):
-    """The ``mrisr`` group: its command list prints the commands' help as typed."""
+class PlainHelpGroup(TyperGroup):
+    """A Typer group whose command list prints the commands' help as typed (the ``mrisr`` group's base)."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
         with plain_help(self, *self.get_params(ctx), *self.commands.values()):

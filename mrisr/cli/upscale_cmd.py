@@ -14,6 +14,8 @@ Examples::
     mrisr upscale scans/ --spacing 1 --jobs 4 --qc
     mrisr upscale t1_3mm.nii.gz --spacing 1 --consistency --uncertainty --json
     mrisr upscale t2_ax_4mm.nii.gz --spacing 1 --reference t1_1mm.nii.gz --register rigid
+    mrisr upscale @subjects.txt --spacing 1 --output-dir out --json > records.jsonl
+    mrisr upscale scans/ --spacing 1 --output-dir out --dask-scheduler local:4
 """
 
 from __future__ import annotations
