@@ -121,6 +121,10 @@ class Job:
         record: The JSON record once the job has run (or was skipped/refused).
         seconds: Wall-clock time of :func:`run_job`.
         qc: The QC picture written for it (``settings.qc``), if any.
+        settings: The settings that shape its output (:func:`output_settings`),
+            when planned with them; recorded in the sidecar.
+        sidecar_extra: Fields written in the sidecar before the record's
+            (a BIDS source's metadata and ``Sources``: :mod:`mrisr.bids`).
     """
 
     input: Path
@@ -130,6 +134,8 @@ class Job:
     record: dict | None = None
     seconds: float = 0.0
     qc: Path | None = None
+    settings: dict | None = None
+    sidecar_extra: dict | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -155,6 +161,90 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not sep or ni < 1 or not 0 <= ki < ni:
         raise MrisrError(f"--shard takes K/N with 0 <= K < N (e.g. 0/4 for the first of 4 shards), got {text!r}")
     return ki, ni
+
+
+#: The :class:`BatchSettings` fields that shape an output. The others (device, precision, threads, patch
+#: and batch sizes, qc, force) change how fast it is made (and at most its last bits: the arithmetic),
+#: or what is written beside it, not what the image is.
+OUTPUT_SETTINGS = ("spacing", "factor", "method", "order", "model", "antialias", "series",
+                   "nan_to_num", "allow_uneven", "dtype", "consistency", "consistency_psf", "uncertainty",
+                   "ensemble", "reference", "register")
+
+
+def output_settings(settings: BatchSettings) -> dict:
+    """The settings that shape an output, as recorded in its sidecar (``settings``).
+
+    Spacings and factors are written per axis (``1`` and ``1 1 1`` are one
+    setting), the model as the name, version and weights SHA-256 of its card
+    (a re-trained model with the same name is another setting) and the
+    reference as an absolute path. Call it on checked settings
+    (:meth:`BatchSettings.check`).
+
+    Example:
+        >>> s = output_settings(BatchSettings(spacing=(1.0,), method="spline"))
+        >>> s["spacing"], s["method"], s["model"]
+        ([1.0, 1.0, 1.0], 'spline', None)
+    """
+    values = {name: getattr(settings, name) for name in OUTPUT_SETTINGS}
+    for name in ("spacing", "factor"):
+        if values[name] is not None:
+            numbers = [float(v) for v in values[name]]
+            values[name] = numbers * 3 if len(numbers) == 1 else numbers
+    values["model"] = _model_identity(settings.model) if settings.method == "cnn" else None
+    if values["reference"] is not None:
+        values["reference"] = str(Path(values["reference"]).absolute())
+    return values
+
+
+def _model_identity(model: Any) -> dict | str | None:
+    """Name, version and weights checksum of a model (a name, a folder, or a loaded model)."""
+    card = getattr(model, "card", None)
+    if card is None and model is not None:
+        from .registry import find_card
+
+        try:
+            card = find_card(model)
+        except MrisrError:
+            return str(model)  # loading it reports the problem
+    if card is None:
+        return None
+    return {"name": card.name, "version": card.version, "sha256": card.sha256}
+
+
+def settings_fingerprint(values: dict | None) -> str | None:
+    """SHA-256 of :func:`output_settings` (keys sorted), or ``None``.
+
+    Example:
+        >>> a = settings_fingerprint({"order": 3, "method": "spline"})
+        >>> a == settings_fingerprint({"method": "spline", "order": 3}), len(a)
+        (True, 64)
+    """
+    if values is None:
+        return None
+    import hashlib
+    import json
+
+    text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def settings_changes(old: dict, new: dict) -> list[str]:
+    """``"name: old -> new"`` for every setting that differs, in :data:`OUTPUT_SETTINGS` order.
+
+    Example:
+        >>> settings_changes({"order": 3, "method": "spline"}, {"order": 1, "method": "spline"})
+        ['order: 3 -> 1']
+    """
+    def show(value: Any) -> str:
+        if isinstance(value, dict) and "name" in value:
+            return f"{value['name']} {value.get('version', '')}".strip()
+        if isinstance(value, list):
+            return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return str(value)
+
+    names = [n for n in OUTPUT_SETTINGS if n in old or n in new]
+    names += sorted((set(old) | set(new)) - set(names))
+    return [f"{n}: {show(old.get(n))} -> {show(new.get(n))}" for n in names if old.get(n) != new.get(n)]
 
 
 def _is_dicom_folder(folder: Path) -> bool:
@@ -188,12 +278,67 @@ def _folder_inputs(folder: Path) -> list[Path]:
     return subfolders
 
 
+def read_input_list(source: str | Path, stream: Any = None) -> list[Path]:
+    r"""The paths listed in a text file, one per line (``-``: read ``stream``, default stdin).
+
+    Blank lines and lines starting with ``#`` are left out; surrounding spaces
+    are stripped. Relative paths are relative to the current folder (as for
+    paths typed on the command line).
+
+    Raises:
+        MrisrError: the file cannot be read, or lists nothing.
+
+    Example:
+        >>> import io
+        >>> read_input_list("-", io.StringIO("a.nii.gz\n\n# comment\n  scans/b.nii  \n"))
+        [PosixPath('a.nii.gz'), PosixPath('scans/b.nii')]
+    """
+    import sys
+
+    name = "standard input" if str(source) == "-" else str(source)
+    try:
+        if str(source) == "-":
+            text = (stream if stream is not None else sys.stdin).read()
+        else:
+            text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise MrisrError(f"{name}: cannot read the list of inputs ({reason})") from None
+    paths = [Path(line.strip()) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not paths:
+        raise MrisrError(f"{name}: the list of inputs is empty (one path per line)")
+    return paths
+
+
+def expand_list_arguments(paths: Iterable[str | Path], stream: Any = None) -> list[Path]:
+    r"""Replace each ``@FILE`` argument by the paths listed in FILE (``@-``: stdin).
+
+    An existing file whose name starts with ``@`` stays an input.
+
+    Example:
+        >>> import io
+        >>> expand_list_arguments(["a.nii", "@-"], io.StringIO("b.nii\nc.nii\n"))
+        [PosixPath('a.nii'), PosixPath('b.nii'), PosixPath('c.nii')]
+    """
+    out: list[Path] = []
+    for raw in paths:
+        text = str(raw)
+        if text.startswith("@") and len(text) > 1 and not Path(text).exists():
+            out += read_input_list(text[1:], stream)
+        else:
+            out.append(Path(raw))
+    return out
+
+
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Turn the paths given by the user into a sorted list of inputs.
 
+    ``@FILE`` arguments are replaced by the paths FILE lists
+    (:func:`expand_list_arguments`).
+
     Raises:
         MrisrError: a path that does not exist, a folder with nothing to
-            process, or no paths at all.
+            process, an unreadable list file, or no paths at all.
 
     Example:
         >>> expand_inputs([])
@@ -202,8 +347,7 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
         mrisr.errors.MrisrError: no inputs given
     """
     found: dict[str, Path] = {}
-    for raw in paths:
-        p = Path(raw)
+    for p in expand_list_arguments(paths):
         if not p.exists():
             raise MrisrError(f"{p}: no such file or folder")
         for item in (_folder_inputs(p) if p.is_dir() else [p]):
@@ -214,13 +358,21 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _check_output_suffix(path: Path) -> None:
+    if str(path) == "-":
+        raise MrisrError("-o -: outputs are files, written atomically, not a stream on stdout; give a file name "
+                         "(stdout carries the --json records)")
     if split_extension(path.name)[1].lower() not in OUTPUT_SUFFIXES:
         raise MrisrError(f"-o {path}: the output must end with {' or '.join(OUTPUT_SUFFIXES)}")
 
 
 def name_outputs(inputs: Sequence[Path], *, output: str | Path | None = None,
-                 output_dir: str | Path | None = None, suffix: str = ".nii.gz") -> list[Job]:
+                 output_dir: str | Path | None = None, suffix: str = ".nii.gz",
+                 series: str | None = None) -> list[Job]:
     """Pair each input with its output path.
+
+    With ``series`` (a DICOM SeriesInstanceUID) generated names carry it
+    (:func:`mrisr.naming.output_stem`), so two series of one folder get two
+    outputs.
 
     Raises:
         MrisrError: ``output`` with several inputs, ``output`` together with
@@ -238,8 +390,8 @@ def name_outputs(inputs: Sequence[Path], *, output: str | Path | None = None,
         _check_output_suffix(Path(output))
         jobs = [Job(inputs[0], Path(output))]
     else:
-        jobs = [Job(p, (Path(output_dir) if output_dir is not None else p.parent) / output_name(p, suffix))
-                for p in inputs]
+        jobs = [Job(p, (Path(output_dir) if output_dir is not None else p.parent)
+                    / output_name(p, suffix, series=series)) for p in inputs]
     _check_clashes(jobs)
     return jobs
 
@@ -263,8 +415,15 @@ def _check_clashes(jobs: Sequence[Job]) -> None:
 
 def plan_batch(paths: Iterable[str | Path], *, output: str | Path | None = None,
                output_dir: str | Path | None = None, suffix: str = ".nii.gz",
-               shard: tuple[int, int] | None = None, force: bool = False) -> list[Job]:
+               shard: tuple[int, int] | None = None, force: bool = False,
+               settings: BatchSettings | None = None) -> list[Job]:
     """Expand inputs, name outputs, check clashes, take a shard, mark skips.
+
+    An existing output is skipped when its sidecar records the same
+    :func:`output_settings` as ``settings``; one made with other settings (or
+    whose sidecar records none) is refused: the job fails, naming the
+    settings that changed, and the output is left alone. ``force`` redoes
+    both. Without ``settings`` any existing output is skipped.
 
     Args:
         paths: Files and folders given by the user.
@@ -274,6 +433,8 @@ def plan_batch(paths: Iterable[str | Path], *, output: str | Path | None = None,
         suffix: ``".nii.gz"`` or ``".nii"`` for generated names.
         shard: ``(k, n)``: keep inputs ``k, k+n, k+2n...`` of the sorted list.
         force: Overwrite existing outputs instead of skipping them.
+        settings: Checked settings of the run: recorded on each job, compared
+            with existing outputs' sidecars; their ``series`` names the outputs.
 
     Returns:
         The jobs of this shard, sorted by input path.
@@ -282,11 +443,29 @@ def plan_batch(paths: Iterable[str | Path], *, output: str | Path | None = None,
         MrisrError: any usage problem (see :func:`expand_inputs`,
             :func:`name_outputs`). Planning writes nothing.
     """
-    jobs = name_outputs(expand_inputs(paths), output=output, output_dir=output_dir, suffix=suffix)
+    jobs = name_outputs(expand_inputs(paths), output=output, output_dir=output_dir, suffix=suffix,
+                        series=None if settings is None else settings.series)
+    return prepare_jobs(jobs, shard=shard, force=force, settings=settings)
+
+
+def prepare_jobs(jobs: Sequence[Job], *, shard: tuple[int, int] | None = None, force: bool = False,
+                 settings: BatchSettings | None = None) -> list[Job]:
+    """Take this shard of named jobs, record the settings on them and mark existing outputs.
+
+    The second half of :func:`plan_batch`, for callers that name outputs
+    themselves (:mod:`mrisr.bids`).
+
+    Raises:
+        MrisrError: two jobs with one output, or an output that is an input.
+    """
+    _check_clashes(jobs)
+    wanted = output_settings(settings) if settings is not None else None
+    jobs = list(jobs)
     if shard is not None:
         k, n = shard
         jobs = jobs[k::n]
     for job in jobs:
+        job.settings = wanted
         _mark_existing(job, force)
     return jobs
 
@@ -309,13 +488,35 @@ def _mark_existing(job: Job, force: bool) -> None:
     if force:
         return
     if job.output.exists():
-        job.status, job.error = "skipped", "output exists (use --force to overwrite)"
+        changes = _stale(job)
+        if not changes:
+            same = "" if job.settings is None else " with the same settings"
+            job.status, job.error = "skipped", f"output exists{same} (use --overwrite or --force to redo it)"
+        else:
+            job.status = "failed"
+            job.error = (f"the output {job.output} exists but was made with other settings ({'; '.join(changes)}); "
+                         "use --overwrite to replace it, or write to another --output-dir")
         job.record = make_record(job)
     elif job.sidecar.exists():
         job.status = "failed"
         job.error = (f"the output's sidecar {job.sidecar} already exists although the output does not; "
                      "remove it or use --force to overwrite it")
         job.record = make_record(job)
+
+
+def _stale(job: Job) -> list[str]:
+    """How the settings recorded beside an existing output differ from the job's (empty: the same)."""
+    if job.settings is None:
+        return []
+    import json
+
+    try:
+        recorded = json.loads(job.sidecar.read_text(encoding="utf-8")).get("settings")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return [f"its sidecar {job.sidecar.name} records no settings"]
+    return settings_changes(recorded, job.settings)
 
 
 def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
@@ -406,14 +607,38 @@ def make_record(job: Job, report: UpscaleReport | None = None, input_sha256: str
         ('skipped', None)
     """
     rec: dict[str, Any] = {
-        "status": job.status, "error": job.error, "input": str(job.input), "output": str(job.output),
-        "sidecar": str(job.sidecar), "mrisr_version": __version__, "input_sha256": input_sha256,
-        "qc": None if job.qc is None else str(job.qc),
+        "status": job.status, "error": job.error, "input": _absolute(job.input), "output": _absolute(job.output),
+        "sidecar": _absolute(job.sidecar), "mrisr_version": __version__, "input_sha256": input_sha256,
+        "qc": None if job.qc is None else _absolute(job.qc),
+        "settings": job.settings, "settings_sha256": settings_fingerprint(job.settings),
     }
     values = report.to_dict() if report is not None else {}
     rec.update({name: values.get(name) for name in REPORT_FIELDS})
+    if isinstance(rec.get("reference"), dict) and rec["reference"].get("path"):
+        rec["reference"] = {**rec["reference"], "path": _absolute(rec["reference"]["path"])}
     rec["seconds"] = round(job.seconds, 3)
-    return rec
+    return round_floats(rec)
+
+
+def _absolute(path: Path) -> str:
+    """Records name files by absolute paths: they stay valid wherever they are read from."""
+    return str(Path(path).absolute())
+
+
+def round_floats(value: Any, digits: int = 12) -> Any:
+    """Round every float in a JSON-like value to ``digits`` significant digits (no float noise).
+
+    Example:
+        >>> round_floats({"spacing": [3.9999999999999827, 1.0], "n": 2, "x": 1e-20})
+        {'spacing': [4.0, 1.0], 'n': 2, 'x': 1e-20}
+    """
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: round_floats(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [round_floats(v, digits) for v in value]
+    return value
 
 
 def _fail(job: Job, exc: BaseException) -> None:
@@ -468,7 +693,7 @@ def run_job(job: Job, settings: BatchSettings, model: Any = None,
     try:
         from .writer import save_json_atomic
 
-        save_json_atomic(job.record, job.sidecar, force=True)
+        save_json_atomic({**(job.sidecar_extra or {}), **job.record}, job.sidecar, force=True)
     except Exception as exc:  # noqa: BLE001
         _fail(job, exc)
         job.error = f"the image was written but its sidecar was not: {job.error}"
@@ -516,7 +741,7 @@ def _process(job: Job, settings: BatchSettings, model: Any,
                 inputs=inputs)
     _save_transform(job, settings, report)
     if result.std is not None and report.uncertainty is not None:
-        report.uncertainty["std_output"] = str(save_volume(result.std, affine, std_path(job.output),
+        report.uncertainty["std_output"] = _absolute(save_volume(result.std, affine, std_path(job.output),
                                                            template=volume, dtype="float32",
                                                            force=settings.force, inputs=(job.input,)))
     report.timings["read"], report.timings["write"] = t_read, time.perf_counter() - t0
@@ -533,7 +758,7 @@ def _save_transform(job: Job, settings: BatchSettings, report: UpscaleReport) ->
     from .registration import save_transform
 
     path = save_transform(ref["transform_ras"], transform_path(job.output), force=settings.force)
-    ref["transform_file"] = str(path)
+    ref["transform_file"] = _absolute(path)
 
 
 def _make_qc(job: Job, settings: BatchSettings, volume: Any, data: Any, affine: Any,
@@ -708,6 +933,8 @@ def summarise(jobs: Sequence[Job]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["BatchSettings", "Job", "parse_shard", "expand_inputs", "name_outputs", "plan_batch", "preflight",
+__all__ = ["BatchSettings", "Job", "parse_shard", "OUTPUT_SETTINGS", "output_settings", "settings_fingerprint",
+           "settings_changes", "read_input_list", "expand_list_arguments", "round_floats", "expand_inputs",
+           "prepare_jobs", "name_outputs", "plan_batch", "preflight",
            "prepare_model", "ensure_dataset_description", "run_job", "iter_jobs", "run_jobs", "available_cores",
            "threads_per_job", "make_record", "exit_code", "summarise"]

@@ -14,6 +14,11 @@ sit in a BIDS derivatives folder::
 An input that already has a ``desc`` label keeps it, extended in camelCase
 (``desc-preproc`` -> ``desc-preprocMrisr``), so two inputs that differ only in
 their ``desc`` never map to the same output.
+
+A DICOM series chosen with ``--series UID`` is named too, so two series of
+one folder never share an output::
+
+    dicom/ (series 1.2.3.4) -> dicom_series-1.2.3.4_sr.nii.gz
 """
 
 from __future__ import annotations
@@ -129,8 +134,24 @@ def parse_bids_name(stem: str) -> BidsName | None:
     return BidsName(entities=tuple(entities), suffix=parts[-1])
 
 
-def output_stem(input_path: str | Path) -> str:
+def series_tag(series: str) -> str:
+    """The part of an output name that names a DICOM series: ``series-<UID>``.
+
+    Characters other than letters, digits, dots and hyphens become ``-``.
+
+    Example:
+        >>> series_tag("1.2.840.113619.2.55")
+        'series-1.2.840.113619.2.55'
+    """
+    return "series-" + re.sub(r"[^A-Za-z0-9.-]", "-", str(series).strip())
+
+
+def output_stem(input_path: str | Path, series: str | None = None) -> str:
     """Stem (no extension) of the output written for ``input_path``.
+
+    With ``series``, plain names get ``_series-<UID>`` before ``_sr``; BIDS
+    names get it in their ``desc`` label (``desc-mrisrSeries1234``: BIDS
+    labels are alphanumeric).
 
     Example:
         >>> output_stem("data/t2_tse.nii.gz")
@@ -139,20 +160,24 @@ def output_stem(input_path: str | Path) -> str:
         'sub-01_ses-1_acq-tse_desc-mrisr_T2w'
         >>> output_stem("dicom/T2_AX/")
         'T2_AX_sr'
+        >>> output_stem("dicom/", series="1.2.3")
+        'dicom_series-1.2.3_sr'
     """
     stem, _ = split_extension(Path(input_path).name)
     bids = parse_bids_name(stem)
     if bids is not None:
-        return str(bids.with_desc(BIDS_DESC))
-    return stem + PLAIN_TAG
+        label = BIDS_DESC if series is None else BIDS_DESC + "Series" + re.sub(r"[^A-Za-z0-9]", "", str(series))
+        return str(bids.with_desc(label))
+    return stem + ("" if series is None else "_" + series_tag(series)) + PLAIN_TAG
 
 
-def output_name(input_path: str | Path, suffix: str = ".nii.gz") -> str:
+def output_name(input_path: str | Path, suffix: str = ".nii.gz", series: str | None = None) -> str:
     """File name of the output written for ``input_path``.
 
     Args:
         input_path: A NIfTI file or a DICOM series folder.
         suffix: ``".nii.gz"`` or ``".nii"``.
+        series: The DICOM series chosen (``--series``), named in the output.
 
     Raises:
         ValueError: for any other suffix.
@@ -163,7 +188,7 @@ def output_name(input_path: str | Path, suffix: str = ".nii.gz") -> str:
     """
     if suffix not in OUTPUT_SUFFIXES:
         raise ValueError(f"output suffix must be one of {', '.join(OUTPUT_SUFFIXES)}, got {suffix!r}")
-    return output_stem(input_path) + suffix
+    return output_stem(input_path, series) + suffix
 
 
 def sidecar_path(output: str | Path) -> Path:

@@ -693,7 +693,7 @@ def _enhance(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: 
 
 def _merge_stats(report: UpscaleReport, stats: Any) -> None:
     """Copy what the engine resolved (device, precision...) and counted into the report."""
-    for name in ("device", "precision", "patch_size", "batch_size", "halo"):
+    for name in ("device", "precision", "patch_size", "batch_size", "halo", "threads"):
         value = getattr(stats, name, None)
         if value is not None:
             setattr(report, name, _jsonable(value))

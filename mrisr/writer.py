@@ -5,7 +5,9 @@ This module is the output half of the I/O boundary (see :mod:`mrisr.io`).
 Header policy (``docs/inputs-and-outputs.md`` has the full story):
 
 * A template read from NIfTI lends its header (units, TR, intent, dim_info,
-  description, extensions). The new affine goes into BOTH sform and qform,
+  extensions); its ``descrip`` (often the acquisition's parameters, e.g.
+  dcm2niix's ``TE=..;Time=..``) describes the input, not the output, and is
+  replaced by ``mrisr super-resolution``. The new affine goes into BOTH sform and qform,
   and the template's ``sform_code`` / ``qform_code`` are restored (nibabel
   would reset them). If both codes were 0, both become 2 (aligned): the
   output's grid is only meaningful with its affine.
@@ -334,6 +336,10 @@ def _output_codes(hdr: Any, affine: np.ndarray) -> tuple[int, int]:
     return sform_code, qform_code
 
 
+#: The NIfTI ``descrip`` of every output (the sidecar holds the provenance).
+OUTPUT_DESCRIPTION = b"mrisr super-resolution"
+
+
 def _nifti_image(raw: np.ndarray, affine: np.ndarray, template: Volume | None,
                  slope: float | None, inter: float | None) -> Any:
     """A nibabel image whose header follows the module's header policy."""
@@ -358,6 +364,7 @@ def _nifti_image(raw: np.ndarray, affine: np.ndarray, template: Volume | None,
     hdr.set_sform(affine, code=sform_code)
     hdr.set_qform(affine, code=qform_code)  # strips shear: closest rigid + scaling
     hdr["cal_min"] = hdr["cal_max"] = 0  # display range of the old data
+    hdr["descrip"] = OUTPUT_DESCRIPTION  # the input's acquisition description is not the output's
     if old_shape[:3] != raw.shape[:3]:
         hdr["slice_code"] = hdr["slice_start"] = hdr["slice_end"] = 0  # slice timing of the old grid
         hdr["slice_duration"] = 0

@@ -75,9 +75,14 @@ def test_existing_outputs_are_skipped_unless_force(tmp_path):
     assert run(src, "--factor", "2").exit_code == 0
     out = tmp_path / "x_sr.nii.gz"
     before = out.read_bytes()
-    again = run(src, "--factor", "2", "--json", "--order", "1")
+    again = run(src, "--factor", "2", "--json")
     assert again.exit_code == 0
     assert records(again)[0]["status"] == "skipped"
+    assert out.read_bytes() == before
+    # #19: other settings no longer "skip": the stale output is refused and left alone.
+    changed = run(src, "--factor", "2", "--json", "--order", "1")
+    assert changed.exit_code == 1
+    assert records(changed)[0]["status"] == "failed" and "order: 3 -> 1" in records(changed)[0]["error"]
     assert out.read_bytes() == before
     forced = run(src, "--factor", "2", "--json", "--order", "1", "--force")
     assert forced.exit_code == 0 and records(forced)[0]["status"] == "ok"

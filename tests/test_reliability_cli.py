@@ -539,10 +539,14 @@ def test_existing_output_is_skipped_unless_force(tmp_path):
     assert upscale(src, "--spacing", "1.5").exit_code == 0
     out, sidecar = tmp_path / "good_sr.nii.gz", tmp_path / "good_sr.json"
     before = (out.read_bytes(), sidecar.read_bytes())
-    again = upscale(src, "--spacing", "1")
+    again = upscale(src, "--spacing", "1.5")
     assert again.exit_code == 0 and again.stderr == ""
     rec = records(again)["good.nii.gz"]
     assert rec["status"] == "skipped" and "--force" in rec["error"]
+    assert (out.read_bytes(), sidecar.read_bytes()) == before
+    # #19: another spacing is refused (exit 1), not skipped, and the output is left alone.
+    changed = upscale(src, "--spacing", "1")
+    assert changed.exit_code == 1 and "spacing: 1.5 1.5 1.5 -> 1 1 1" in changed.stderr
     assert (out.read_bytes(), sidecar.read_bytes()) == before
     forced = upscale(src, "--spacing", "1", "--force")
     assert forced.exit_code == 0 and records(forced)["good.nii.gz"]["status"] == "ok"

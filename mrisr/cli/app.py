@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from mrisr.cli.common import CONTEXT_SETTINGS, MrisrCommand, PlainHelpGroup
 
-class MrisrGroup(TyperGroup):
+
+class MrisrGroup(PlainHelpGroup):
     """The ``mrisr`` group: one-line usage errors, and SIGTERM/SIGHUP handled like Ctrl-C.
 
     Typer would draw a framed, multi-line box for its own usage errors; mrisr's
@@ -51,8 +52,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT_SETTINGS,
 )
-
 
 
 def _print_version(value: bool) -> None:
@@ -82,22 +83,23 @@ def _root(
 
 
 # --- command registrations (in the order --help lists them) ---
-from mrisr.cli import (degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
+from mrisr.cli import (bids_cmd, degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
                        train_cmd, upscale_cmd)
 
 app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)
+app.command("bids", cls=bids_cmd.BidsCommand)(bids_cmd.bids)
 app.command("info", cls=info_cmd.InfoCommand)(info_cmd.info)
-app.command("models")(models_cmd.models)
+app.command("models", cls=MrisrCommand)(models_cmd.models)
 app.command("qc", cls=qc_cmd.QCCommand)(qc_cmd.qc)
 app.command("degrade", cls=degrade_cmd.DegradeCommand)(degrade_cmd.degrade)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("train")(train_cmd.train)
+app.command("evaluate", cls=MrisrCommand)(evaluate_cmd.evaluate)
+app.command("train", cls=MrisrCommand)(train_cmd.train)
 # --- end of command registrations ---
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also ``python -m mrisr``)."""
+    app(prog_name="mrisr")
 
 
 if __name__ == "__main__":  # pragma: no cover

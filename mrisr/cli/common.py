@@ -25,10 +25,11 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -91,7 +92,91 @@ def join_multi_values(args: Sequence[str], options: dict[str, int] | None = None
     return out
 
 
-class MultiValueCommand(TyperCommand):
+def join_list_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """Join the values following a list option (up to the next ``-`` token) into one comma-separated token.
+
+    Nothing after ``--`` is touched. ``--opt=a`` keeps its single value.
+
+    Example:
+        >>> join_list_values(["ds", "out", "participant", "--participant-label", "01", "02", "-q"],
+        ...                  ["--participant-label"])
+        ['ds', 'out', 'participant', '--participant-label', '01,02', '-q']
+    """
+    out: list[str] = []
+    collecting = False
+    for n, tok in enumerate(args):
+        if tok == "--":
+            return out + list(args[n:])
+        if collecting and not tok.startswith("-"):
+            if out[-1] in options:
+                out.append(tok)
+            else:
+                out[-1] += "," + tok
+            continue
+        collecting = tok in options
+        out.append(tok)
+    return out
+
+
+#: ``-h`` as well as ``--help`` on every command (the root's context settings are inherited).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+@contextmanager
+def plain_help(*objects: Any) -> Iterator[None]:
+    """Show help texts as typed while rich renders them, then restore them.
+
+    Typer renders help with rich markup, which eats square brackets
+    (``pip install "mrisr[qc]"`` would print as ``pip install "mrisr"``):
+    the ``help`` of each command and parameter given is escaped meanwhile.
+    Flags also lose the ``<bool>`` type Typer would show for them.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> opt = SimpleNamespace(is_flag=True, metavar=None, help='needs "mrisr[qc]"')
+        >>> with plain_help(opt):
+        ...     print(opt.help, repr(opt.metavar))
+        needs "mrisr\\[qc]" ''
+
+        >>> opt.help, opt.metavar
+        ('needs "mrisr[qc]"', None)
+    """
+    from rich.markup import escape
+
+    saved: list[tuple[Any, str, Any]] = []
+    for obj in objects:
+        for attr in ("help", "short_help"):
+            value = getattr(obj, attr, None)
+            if isinstance(value, str):
+                saved.append((obj, attr, value))
+                setattr(obj, attr, escape(value))
+        if getattr(obj, "is_flag", False) and getattr(obj, "metavar", "") is None:
+            saved.append((obj, "metavar", None))
+            obj.metavar = ""
+    try:
+        yield
+    finally:
+        for obj, attr, value in reversed(saved):
+            setattr(obj, attr, value)
+
+
+class MrisrCommand(TyperCommand):
+    """A Typer command whose help prints brackets as typed and flags without ``<bool>``."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
+        with plain_help(self, *self.get_params(ctx)):
+            return super().format_help(ctx, formatter)
+
+
+class PlainHelpGroup(TyperGroup):
+    """A Typer group whose command list prints the commands' help as typed (the ``mrisr`` group's base)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
+        with plain_help(self, *self.get_params(ctx), *self.commands.values()):
+            return super().format_help(ctx, formatter)
+
+
+class MultiValueCommand(MrisrCommand):
     """A Typer command whose ``--spacing``/``--factor`` take 1 or 3 numbers."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # noqa: D102

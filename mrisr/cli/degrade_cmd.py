@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
 
-from .common import EXIT_FAILED, MULTI_VALUE_OPTIONS, join_multi_values, parse_numbers, print_error, usage_error
+from .common import EXIT_FAILED, MrisrCommand, MULTI_VALUE_OPTIONS, join_multi_values, parse_numbers, print_error, usage_error
 
 #: The shared multi-value options plus ``--fwhm`` (1 or 3 numbers after one flag).
 DEGRADE_MULTI_VALUE_OPTIONS = {**MULTI_VALUE_OPTIONS, "--fwhm": 3}
 
 
-class DegradeCommand(TyperCommand):
+class DegradeCommand(MrisrCommand):
     """``--spacing`` and ``--fwhm`` take 1 or 3 numbers (see :mod:`mrisr.cli.common`)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # noqa: D102

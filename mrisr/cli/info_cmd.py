@@ -9,6 +9,11 @@ Examples::
 
     mrisr info t2.nii.gz
     mrisr info t2.nii.gz --spacing 1 1 1 --json
+    mrisr info dicom/          # a folder of DICOM series folders (or of images): each one
+
+A folder holding several inputs (what ``mrisr upscale`` would process, see
+:func:`mrisr.batch.expand_inputs`) is described input by input: text blocks
+separated by a blank line, or with ``--json`` one JSON object per line.
 """
 
 from __future__ import annotations
@@ -157,7 +162,8 @@ def format_info(info: dict) -> str:
 
 def info(
     file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False, readable=False,
-                                         help="An image file (NIfTI, MGH, NRRD...) or a DICOM series folder.")],
+                                         help="An image file (NIfTI, MGH, NRRD...), a DICOM series folder, or "
+                                              "a folder of them (each is described).")],
     spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", show_default=False,
                                                 help="Show the output grid for this target voxel size (mm).")] = None,
     factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", show_default=False,
@@ -182,13 +188,34 @@ def info(
             raise MrisrError(f"{file}: no such file or folder")
     except MrisrError as exc:
         raise usage_error(str(exc), console) from None
-    try:
-        facts = describe(file, spacing=sp, factor=fa, series=series)
-    except GridSizeError as exc:  # the spacing or factor does not fit this image: a usage error
-        raise usage_error(f"{file}: {exc}", console) from None
-    except MrisrError as exc:
-        from mrisr.cli.common import print_error
+    from mrisr.cli.common import print_error
 
+    try:
+        items = _inputs_of(file)
+    except MrisrError as exc:
         print_error(str(exc), console)
         raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(facts) if json_out else format_info(facts))
+    failed = False
+    for i, item in enumerate(items):
+        try:
+            facts = describe(item, spacing=sp, factor=fa, series=series)
+        except GridSizeError as exc:  # the spacing or factor does not fit this image: a usage error
+            raise usage_error(f"{item}: {exc}", console) from None
+        except MrisrError as exc:
+            print_error(str(exc) if str(item) in str(exc) else f"{item}: {exc}", console)
+            failed = True
+            continue
+        if i and not json_out:
+            typer.echo("")
+        typer.echo(json.dumps(facts) if json_out else format_info(facts))
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _inputs_of(path: Path) -> list[Path]:
+    """The path itself, or for a folder that is not one DICOM series the inputs it holds (as upscale finds them)."""
+    if not path.is_dir():
+        return [path]
+    from mrisr.batch import expand_inputs
+
+    return expand_inputs([path])

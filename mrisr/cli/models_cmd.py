@@ -1,6 +1,16 @@
-"""``mrisr models``: the models shipped with this installation.
+"""``mrisr models``: the models shipped with this installation, and the trainable architectures.
 
-Reads model cards only (no torch import), so it is instant.
+Reads model cards only (no torch import), so it is instant. The table fits 80
+columns: name, architecture, what each model is for, the range it was
+trained on and its validation gain; ``--json`` gives the whole cards.
+``mrisr models --archs`` (also ``mrisr train --list-archs``) lists every
+architecture ``mrisr train`` builds, with its paper.
+
+Examples::
+
+    mrisr models
+    mrisr models --archs
+    mrisr models --json
 """
 
 from __future__ import annotations
@@ -57,22 +67,110 @@ def _params(arch: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in arch.get("params", {}).items())
 
 
+#: Every value of ``[model] arch`` that ``mrisr train`` builds: (input it sees, paper). Kept equal to
+#: :data:`mrisr.training.config.TRAINABLE` by the tests; docs/models.md describes each one.
+TRAINABLE_ARCHS: dict[str, tuple[str, str]] = {
+    "recnn": ("interpolated", "Pham et al., Multiscale brain MRI super-resolution using deep 3D "
+                              "convolutional networks (ReCNN; mrisr's default)"),
+    "srcnn3d": ("interpolated", "Pham et al., the same paper's 3-layer SRCNN3D baseline"),
+    "mdcsrn": ("interpolated", "Chen et al., MRI Super-Resolution with GAN and 3D Multi-Level DenseNet "
+                               "(mDCSRN)"),
+    "gan-cpce": ("interpolated", "Lyu et al., Super-resolution MRI through Deep Learning (GAN-CPCE "
+                                 "generator)"),
+    "gan-circle-generator": ("interpolated", "Lyu et al., the same paper's GAN-CIRCLE generator, trained "
+                                             "alone"),
+    "rrlsrn": ("low-resolution", "Song et al., Deep Robust Residual Network for Brain MRI "
+                                 "Super-Resolution (RRLSRN, in 3D)"),
+    "georgescu": ("low-resolution", "Georgescu et al., Convolutional Neural Networks with Intermediate "
+                                    "Loss for 3D Super-Resolution of CT and MRI Scans"),
+    "mdcsrn-gan": ("interpolated", "Chen et al.: the mdcsrn generator against an SRGAN critic "
+                                   "(adversarial training)"),
+    "gan-cpce-wgan": ("interpolated", "Lyu et al.: the gan-cpce generator against the GAN-CPCE critic "
+                                      "(WGAN training)"),
+    "gan-circle": ("interpolated", "Lyu et al., after You et al.: GAN-CIRCLE, two generators and two "
+                                   "critics (cycle training; the generator is exported)"),
+}
+
+
+def use_for(card: Any) -> str:
+    """What a model is for, from its card: guided, a fixed learned scale, or any factor in its range.
+
+    Example:
+        >>> from mrisr.model_card import example_card
+        >>> use_for(example_card())
+        'any factor 1-3x, inputs of 1-3 mm'
+    """
+    training = card.training or {}
+    if training.get("reference"):
+        return "guided by a 1 mm T1 of the head (--reference)"
+    scale = (card.architecture.get("params") or {}).get("scale")
+    if scale:
+        fine = [i for i, v in enumerate(scale) if v != 1]
+        if len(fine) == 1:
+            return f"thick slices: factor {_x(scale)} ({scale[fine[0]]:g}x on voxel axis {fine[0]})"
+        return f"factor {_x(scale)} only (e.g. 2 mm to 1 mm)" if _x(scale) == "2x2x2" else \
+            f"factor {_x(scale)} only"
+    text = (f"any factor {_fmt_range(training.get('factor'), 'x')}, inputs of "
+            f"{_fmt_range(training.get('input_spacing_mm'), ' mm')}")
+    return text + " (default)" if card.default else text
+
+
+def _x(values: Any) -> str:
+    return "x".join(f"{v:g}" for v in values)
+
+
+def _gain(validation: Any) -> str:
+    """``+min / +mean dB`` PSNR gain over the spline when the card has them, else the summary."""
+    if isinstance(validation, dict) and {"psnr_gain_min", "psnr_gain_mean"} <= set(validation):
+        return f"{validation['psnr_gain_min']:+.1f} / {validation['psnr_gain_mean']:+.1f}"
+    return validation_summary(validation)
+
+
+def print_architectures(console: Any = None) -> None:
+    """Print the trainable architectures (``[model] arch``) with their input and paper."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="architectures of mrisr train (\\[model] arch)", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("arch", no_wrap=True, style="bold")
+    table.add_column("input", no_wrap=True)
+    table.add_column("paper")
+    for name, (kind, paper) in TRAINABLE_ARCHS.items():
+        table.add_row(name, kind, paper)
+    console.print(table)
+    console.print("interpolated: the spline-interpolated volume on the output grid; low-resolution: the input "
+                  "itself (learned upsampling at a fixed scale). Details: docs/models.md, docs/training.md.",
+                  highlight=False, markup=False)
+
+
 def models(
     json_output: bool = typer.Option(False, "--json", help="Print the model cards as JSON."),
+    archs: bool = typer.Option(False, "--archs", help="List the architectures mrisr train builds, with their "
+                                                      "papers."),
 ) -> None:
-    """List the bundled super-resolution models and their trained ranges."""
+    """List the bundled models: what each is for and the range it was trained on."""
     from mrisr.errors import MrisrError
     from mrisr.registry import list_models
 
+    if archs:
+        if json_output:
+            typer.echo(json.dumps([{"arch": k, "input": v[0], "paper": v[1]} for k, v in TRAINABLE_ARCHS.items()],
+                                  indent=2))
+        else:
+            print_architectures()
+        return
     try:
         cards = list_models()
     except MrisrError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     if json_output:
-        rows = [{**c.to_dict(), "path": str(c.folder) if c.folder else None} for c in cards]
+        rows = [{**c.to_dict(), "path": str(c.folder) if c.folder else None, "use_for": use_for(c)} for c in cards]
         typer.echo(json.dumps(rows, indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -80,14 +178,14 @@ def models(
     if not cards:
         console.print("No models ship with this installation yet.")
         return
-    table = Table(title="mrisr models")
-    for col in ("name", "default", "architecture", "params", "receptive field", "trained spacing", "factors",
-                "validation"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="mrisr models (use with --model NAME)", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("arch", no_wrap=True)
+    table.add_column("use for", ratio=1)
+    table.add_column("dB min / mean", no_wrap=True, justify="right")
     for c in cards:
-        table.add_row(
-            f"{c.name} {c.version}", "yes" if c.default else "", c.architecture["name"], _params(c.architecture),
-            f"{c.receptive_radius} vox", _fmt_range(c.training.get("input_spacing_mm"), " mm"),
-            _fmt_range(c.training.get("factor"), "x"), validation_summary(c.validation),
-        )
+        table.add_row(c.name, c.architecture["name"], use_for(c), _gain(c.validation))
     console.print(table)
+    console.print("dB: PSNR gain over the cubic spline on held-out data (docs/models.md). Versions, trained "
+                  "ranges and the whole cards: mrisr models --json. Architectures to train: mrisr models --archs.",
+                  highlight=False, markup=False)

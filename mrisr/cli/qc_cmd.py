@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
 
-from mrisr.cli.common import EXIT_FAILED, err_console, join_multi_values, parse_numbers, print_error, usage_error
+from mrisr.cli.common import EXIT_FAILED, MrisrCommand, err_console, join_multi_values, parse_numbers, print_error, usage_error
 
 _POINT = {"--point": 3}
 
 
-class QCCommand(TyperCommand):
+class QCCommand(MrisrCommand):
     """``--point`` takes three numbers (``-20 10 35``, ``-20,10,35``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # noqa: D102

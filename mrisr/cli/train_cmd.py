@@ -12,8 +12,9 @@ _GAN_STARTS = {"mdcsrn-gan": "mdcsrn", "gan-cpce-wgan": "gan-cpce"}
 
 
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="TOML training configuration.", exists=True,
-                                         dir_okay=False, readable=True)],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML training configuration (required "
+                                                "unless --list-archs).", exists=True, dir_okay=False,
+                                                readable=True, show_default=False)] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (checkpoints, logs). "
                                                  "Default: runs/<config folder name>.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint.")] = False,
@@ -36,8 +37,10 @@ def train(
                                              "model's name or a model folder) instead of random weights. The "
                                              "config's [model] must match it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    list_archs: Annotated[bool, typer.Option("--list-archs", help="List the architectures [model] arch can name, "
+                                             "with their papers, and exit.")] = False,
 ) -> None:
-    """Train a super-resolution network (see docs/training.md)."""
+    """Train a super-resolution network (see docs/training.md; architectures: --list-archs)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -48,6 +51,14 @@ def train(
     from ..training.trainer import train as run_training
 
     err = Console(stderr=True)
+    if list_archs:
+        from .models_cmd import print_architectures
+
+        print_architectures()
+        return
+    if config is None:
+        raise usage_error("give the training configuration with --config FILE (see docs/training.md), or "
+                          "--list-archs to list the architectures", err)
     try:
         cfg = load_config(config)
         if fetch_data and cfg.data.source == "icbm152":

@@ -14,6 +14,8 @@ Examples::
     mrisr upscale scans/ --spacing 1 --jobs 4 --qc
     mrisr upscale t1_3mm.nii.gz --spacing 1 --consistency --uncertainty --json
     mrisr upscale t2_ax_4mm.nii.gz --spacing 1 --reference t1_1mm.nii.gz --register rigid
+    mrisr upscale @subjects.txt --spacing 1 --output-dir out --json > records.jsonl
+    mrisr upscale scans/ --spacing 1 --output-dir out --dask-scheduler local:4
 """
 
 from __future__ import annotations
@@ -23,103 +25,160 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mrisr.cli.common import (EXIT_OK, MultiValueCommand, err_console, parse_numbers, print_error, print_json,
+from mrisr.cli.common import (EXIT_OK, EXIT_USAGE, MultiValueCommand, err_console, parse_numbers, print_error, print_json,
                               print_warning, usage_error)
 
 #: Command class: ``--spacing``/``--factor`` take 1 or 3 space-separated numbers.
 UpscaleCommand = MultiValueCommand
 
-_SPACING_HELP = ("Target voxel size in mm: one value (isotropic) or three, per voxel axis i j k "
-                 "(e.g. --spacing 1 1 3, or 1,1,3 or 1x1x3).")
-_FACTOR_HELP = "Divide the voxel sizes by this: one value or three (e.g. --factor 2, --factor 1 1 3)."
+_SPACING_HELP = "Target voxel size in mm: one value or three, per voxel axis (--spacing 1 1 3)."
+_FACTOR_HELP = "Divide the voxel sizes by this: one value or three (--factor 1 1 3)."
+
+
+#: Help panels of ``mrisr upscale`` (in the order --help shows them); the rare options come last.
+IO, GRID, MODEL, TRUST, BATCH, PERF, RARE = ("Input and output", "Target grid", "Model", "Trust the result",
+                                             "Batch", "Performance", "Rarely needed")
+
+
+#: The options of ``mrisr upscale``, one alias each, so that ``mrisr bids`` (:mod:`mrisr.cli.bids_cmd`)
+#: defines none of them twice.
+OutputOpt = Annotated[Path | None, typer.Option(
+    "-o", "--output", show_default=False, rich_help_panel=IO,
+    help="Output file (.nii or .nii.gz); one input only.")]
+OutputDirOpt = Annotated[Path | None, typer.Option(
+    "--output-dir", file_okay=False, show_default=False, rich_help_panel=IO,
+    help="Folder for the outputs (a BIDS derivatives folder). Default: next to each input.")]
+InputsFromOpt = Annotated[str | None, typer.Option(
+    "--inputs-from", metavar="FILE", show_default=False, rich_help_panel=IO,
+    help="Also read input paths from FILE, one per line (- for stdin).")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite/--skip-existing", show_default=False, rich_help_panel=IO,
+    help="Existing outputs: redo them, or skip those made with the same settings (refusing the others).")]
+ForceOpt = Annotated[bool, typer.Option("--force", hidden=True, help="The same as --overwrite.")]
+DemoOpt = Annotated[bool, typer.Option(
+    "--demo", rich_help_panel=IO, help="Use the 2 mm sample T1 that ships with mrisr as the input.")]
+SpacingOpt = Annotated[str | None, typer.Option(
+    "--spacing", metavar="S [S S]", show_default=False, rich_help_panel=GRID, help=_SPACING_HELP)]
+FactorOpt = Annotated[str | None, typer.Option(
+    "--factor", metavar="F [F F]", show_default=False, rich_help_panel=GRID, help=_FACTOR_HELP)]
+OrderOpt = Annotated[int, typer.Option(
+    "--order", min=0, max=5, metavar="N", rich_help_panel=GRID,
+    help="B-spline order (0 nearest, 1 linear, 3 cubic).")]
+AntialiasOpt = Annotated[bool, typer.Option(
+    "--antialias/--no-antialias", rich_help_panel=GRID, help="Smooth axes made coarser before sampling.")]
+MethodOpt = Annotated[Literal["cnn", "spline"] | None, typer.Option(
+    "--method", show_default=False, rich_help_panel=MODEL,
+    help="cnn (spline + network) or spline only. Default: cnn when a model ships.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", metavar="NAME|PATH", show_default=False, rich_help_panel=MODEL,
+    help="Shipped model (see mrisr models) or a model folder.")]
+ReferenceOpt = Annotated[Path | None, typer.Option(
+    "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
+    help="A finer scan of the same head (e.g. a 1 mm T1) for a guided model; one input only.")]
+RegisterOpt = Annotated[str, typer.Option(
+    "--register", metavar="none|rigid", rich_help_panel=MODEL,
+    help="Align --reference to the input first (rigid) or trust the headers (none).")]
+QcOpt = Annotated[bool, typer.Option(
+    "--qc", rich_help_panel=TRUST,
+    help='Also write a QC picture <output stem>_qc.png (needs pip install "mrisr[qc]").')]
+ConsistencyOpt = Annotated[bool, typer.Option(
+    "--consistency", rich_help_panel=TRUST,
+    help="Make the result consistent with the input's acquisition and report the errors (docs/trust.md).")]
+UncertaintyOpt = Annotated[bool, typer.Option(
+    "--uncertainty", rich_help_panel=TRUST,
+    help="Run the 8 flips of the volume and write their std map <output stem>_std.nii.gz (8x slower).")]
+EnsembleOpt = Annotated[Literal["mean", "median"] | None, typer.Option(
+    "--ensemble", show_default=False, rich_help_panel=TRUST,
+    help="Combine the 8 flips by mean or median (alone: no std map). Default: mean with --uncertainty.")]
+JsonOutOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=BATCH, help="One JSON record per input on stdout (progress on stderr).")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", rich_help_panel=BATCH, help="No progress display or summary.")]
+NJobsOpt = Annotated[int, typer.Option(
+    "--jobs", "-j", min=1, metavar="N", rich_help_panel=BATCH,
+    help="Inputs processed at once (threads of this process).")]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", metavar="K/N", show_default=False, rich_help_panel=BATCH,
+    help="Every N-th input from the K-th (0-based): for job arrays.")]
+DaskSchedulerOpt = Annotated[str | None, typer.Option(
+    "--dask-scheduler", metavar="ADDRESS|local:N", show_default=False, rich_help_panel=BATCH,
+    help='Run the inputs on a Dask cluster (tcp://HOST:8786), or on N local worker processes (needs '
+         'pip install "mrisr[dask]").')]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", metavar="DEVICE", rich_help_panel=PERF, help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", metavar="auto|fp32|bf16|fp16", rich_help_panel=PERF, help="Arithmetic of the network.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
+    help="CPU threads for the network.")]
+PatchSizeOpt = Annotated[int | None, typer.Option(
+    "--patch-size", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
+    help="Network patch size in voxels.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
+    help="Patches per network batch.")]
+SeriesOpt = Annotated[str | None, typer.Option(
+    "--series", metavar="UID", show_default=False, rich_help_panel=RARE,
+    help="DICOM series UID when a folder holds several.")]
+DtypeOpt = Annotated[Literal["float32", "input"], typer.Option(
+    "--dtype", metavar="float32|input", rich_help_panel=RARE,
+    help="Output type: float32, or the input's (rounded, clipped).")]
+SuffixOpt = Annotated[Literal[".nii.gz", ".nii"], typer.Option(
+    "--suffix", metavar="EXT", rich_help_panel=RARE, help="Extension of generated names: .nii.gz or .nii.")]
+NanToNumOpt = Annotated[bool, typer.Option(
+    "--nan-to-num", rich_help_panel=RARE, help="Replace NaN/Inf input values with 0.")]
+AllowUnevenOpt = Annotated[bool, typer.Option(
+    "--allow-uneven", rich_help_panel=RARE, help="Accept DICOM slices with uneven spacing.")]
+ConsistencyPsfOpt = Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
+    "--consistency-psf", metavar="PSF", rich_help_panel=RARE,
+    help="PSF of --consistency: auto (the one that best explains the input), box, gaussian, kspace or slice.")]
 
 
 def upscale(
     inputs: Annotated[list[Path] | None, typer.Argument(
         metavar="INPUT...", show_default=False, readable=False,  # unreadable inputs fail alone (exit 1)
-        help="Image files (NIfTI, MGH, NRRD, MetaImage), folders of them (non-recursive), DICOM series "
-             "folders, or folders of DICOM series folders.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Use the 2 mm sample T1 that ships with mrisr as the input "
-                                                      "(derived from the ICBM152 template).")] = False,
-    spacing: Annotated[str | None, typer.Option("--spacing", metavar="S [S S]", help=_SPACING_HELP,
-                                                show_default=False)] = None,
-    factor: Annotated[str | None, typer.Option("--factor", metavar="F [F F]", help=_FACTOR_HELP,
-                                               show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (.nii or .nii.gz); one input only.",
-                                                show_default=False)] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", file_okay=False, show_default=False,
-                                                    help="Folder for the outputs (created if needed; gets a BIDS "
-                                                         "derivatives dataset_description.json). Default: next to "
-                                                         "each input.")] = None,
-    method: Annotated[Literal["cnn", "spline"] | None, typer.Option(
-        "--method", help="cnn: spline + bundled network; spline: interpolation only. Default: cnn when a model "
-                         "is available, else spline.", show_default=False)] = None,
-    order: Annotated[int, typer.Option("--order", min=0, max=5, help="B-spline order (0 nearest, 1 linear, "
-                                                                     "3 cubic).")] = 3,
-    model: Annotated[str | None, typer.Option("--model", metavar="NAME|PATH", show_default=False,
-                                              help="Shipped model name, or a model folder / card.json.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (cnn only).")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (cnn only).")] = "auto",
-    patch_size: Annotated[int | None, typer.Option("--patch-size", min=1, show_default=False,
-                                                   help="Network patch size in voxels (cnn only).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, show_default=False,
-                                                   help="Patches per network batch (cnn only).")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, show_default=False,
-                                                help="CPU threads for the network.")] = None,
-    dtype: Annotated[Literal["float32", "input"], typer.Option(
-        "--dtype", help="Output data type: float32, or the input's type (rounded and clipped).")] = "float32",
-    series: Annotated[str | None, typer.Option("--series", metavar="UID", show_default=False,
-                                               help="DICOM series UID when a folder holds several.")] = None,
-    nan_to_num: Annotated[bool, typer.Option("--nan-to-num", help="Replace NaN/Inf input values with 0.")] = False,
-    allow_uneven: Annotated[bool, typer.Option("--allow-uneven",
-                                               help="Accept DICOM slices with uneven spacing.")] = False,
-    antialias: Annotated[bool, typer.Option("--antialias/--no-antialias",
-                                            help="Smooth axes made coarser before sampling.")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (else they are skipped).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON record per input on stdout.")] = False,
-    suffix: Annotated[Literal[".nii.gz", ".nii"], typer.Option("--suffix", help="Extension of generated output "
-                                                                                "names.")] = ".nii.gz",
-    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", show_default=False,
-                                              help="Process every N-th input from the K-th (0-based), after "
-                                                   "sorting: for job arrays.")] = None,
-    n_jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Inputs processed at once (CPU); each gets "
-                                                                  "cores/N network threads unless --threads.")] = 1,
-    qc: Annotated[bool, typer.Option("--qc", help="Also write a QC picture <output stem>_qc.png: input, spline, "
-                                                  "result and result - spline in three planes (needs "
-                                                  "pip install \"mrisr[qc]\").")] = False,
-    consistency: Annotated[bool, typer.Option(
-        "--consistency", help="Project the result onto the images whose simulated acquisition equals the input "
-                              "(one step; only the part of the mismatch above the input's noise) and report the "
-                              "consistency errors of the spline, the network and the result. See "
-                              "docs/trust.md.")] = False,
-    consistency_psf: Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
-        "--consistency-psf", help="Acquisition PSF of --consistency: auto (the one that best explains the input), "
-                                  "box (block averaging), gaussian, kspace or slice.")] = "auto",
-    uncertainty: Annotated[bool, typer.Option(
-        "--uncertainty", help="Run the network under the 8 flips of the volume, combine them (--ensemble) and "
-                              "write their voxel-wise standard deviation as <output stem>_std.nii.gz (8x the "
-                              "network time; cnn only).")] = False,
-    ensemble: Annotated[Literal["mean", "median"] | None, typer.Option(
-        "--ensemble", help="How the 8 flips are combined: mean or median. Alone, runs the flip ensemble "
-                           "without writing the std map. Default: mean with --uncertainty.",
-        show_default=False)] = None,
-    reference: Annotated[Path | None, typer.Option(
-        "--reference", metavar="PATH", show_default=False,
-        help="A finer scan of the same head (e.g. a 1 mm T1; NIfTI, MGH, NRRD, DICOM...) that guides a guided "
-             "model: resampled onto the output grid and given to the network as a second input. One input only; "
-             "without --model the shipped guided model is used. See docs/guided.md.")] = None,
-    register: Annotated[str, typer.Option(
-        "--register", metavar="none|rigid",
-        help="Align --reference to the input first: none (trust the headers: same session, no motion) or rigid "
-             "(mutual-information registration; the transform is written as <output stem>_reference_rigid.tfm "
-             "and recorded in the sidecar).")] = "none",
+        help="Images (NIfTI, MGH, NRRD, MetaImage), folders of them, DICOM series folders (or folders of "
+             "them), or @LIST: a file of paths, one per line (@- reads stdin).")] = None,
+    output: OutputOpt = None,
+    output_dir: OutputDirOpt = None,
+    inputs_from: InputsFromOpt = None,
+    overwrite: OverwriteOpt = False,
+    force: ForceOpt = False,
+    demo: DemoOpt = False,
+    spacing: SpacingOpt = None,
+    factor: FactorOpt = None,
+    order: OrderOpt = 3,
+    antialias: AntialiasOpt = True,
+    method: MethodOpt = None,
+    model: ModelOpt = None,
+    reference: ReferenceOpt = None,
+    register: RegisterOpt = "none",
+    qc: QcOpt = False,
+    consistency: ConsistencyOpt = False,
+    uncertainty: UncertaintyOpt = False,
+    ensemble: EnsembleOpt = None,
+    json_out: JsonOutOpt = False,
+    quiet: QuietOpt = False,
+    n_jobs: NJobsOpt = 1,
+    shard: ShardOpt = None,
+    dask_scheduler: DaskSchedulerOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    threads: ThreadsOpt = None,
+    patch_size: PatchSizeOpt = None,
+    batch_size: BatchSizeOpt = None,
+    series: SeriesOpt = None,
+    dtype: DtypeOpt = "float32",
+    suffix: SuffixOpt = ".nii.gz",
+    nan_to_num: NanToNumOpt = False,
+    allow_uneven: AllowUnevenOpt = False,
+    consistency_psf: ConsistencyPsfOpt = "auto",
 ) -> None:
-    """Super-resolve images to a target voxel size (exactly one of --spacing / --factor).
+    """Super-resolve images to a target voxel size: give --spacing or --factor.
 
-    Outputs are named <stem>_sr.nii.gz (BIDS names get desc-mrisr) with a JSON
-    provenance sidecar. Existing outputs are skipped unless --force. Exit codes:
-    0 all ok or skipped, 1 some input failed, 2 usage error.
+    Outputs are <stem>_sr.nii.gz (BIDS names get desc-mrisr) with a JSON
+    sidecar of provenance and settings. Exit codes: 0 all ok or skipped, 1
+    some input failed, 2 usage error. More in docs/cli.md.
     """
     from mrisr.batch import BatchSettings, parse_shard
     from mrisr.errors import MrisrError
@@ -130,12 +189,13 @@ def upscale(
             spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"),
             method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
-            allow_uneven=allow_uneven, dtype=dtype, force=force, qc=qc, consistency=consistency,
+            allow_uneven=allow_uneven, dtype=dtype, force=force or overwrite, qc=qc, consistency=consistency,
             consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
             register=register)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
-        inputs = _with_demo(list(inputs or []), demo)
+        _check_dask(dask_scheduler, n_jobs)
+        inputs = _with_demo(list(inputs or []), demo, inputs_from)
         if demo and len(inputs) == 1 and output is None and output_dir is None:
             output = Path.cwd() / "sample_t1_2mm_sr.nii.gz"  # never write inside the installed package
         jobs, loaded = _plan(inputs, settings, output, output_dir, suffix, shard_kn)
@@ -147,14 +207,35 @@ def upscale(
         raise typer.Exit(code=EXIT_OK)
     if n_jobs > 1 and not quiet:
         _warn_shared_device(settings, n_jobs, console)
-    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs)
+    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
+                scheduler=dask_scheduler)
     raise typer.Exit(code=code)
 
 
-def _with_demo(inputs: list[Path], demo: bool) -> list[Path]:
-    """Add the shipped sample for ``--demo``; refuse an empty input list."""
+def _check_dask(scheduler: str | None, n_jobs: int) -> None:
+    """--dask-scheduler's value (and dask's presence), and not together with --jobs."""
+    if scheduler is None:
+        return
     from mrisr.errors import MrisrError
 
+    if n_jobs != 1:
+        raise MrisrError("give either --jobs (threads of this process) or --dask-scheduler (a cluster), not both")
+    from mrisr.distributed import parse_scheduler
+
+    parse_scheduler(scheduler)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise MrisrError('--dask-scheduler needs dask.distributed: pip install "mrisr[dask]"') from None
+
+
+def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -> list[Path]:
+    """Add the paths of ``--inputs-from`` and the shipped sample for ``--demo``; refuse an empty input list."""
+    from mrisr.batch import read_input_list
+    from mrisr.errors import MrisrError
+
+    if inputs_from is not None:
+        inputs += read_input_list(inputs_from)
     if demo:
         from mrisr.sample import sample_path
 
@@ -209,7 +290,7 @@ def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Pa
     if settings.reference is not None:
         _check_one_input(inputs)
     jobs = plan_batch(inputs, output=output, output_dir=output_dir, suffix=suffix, shard=shard,
-                      force=settings.force)
+                      force=settings.force, settings=settings)
     if not any(j.status == "pending" for j in jobs):
         return jobs, None
     loaded = prepare_model(settings)
@@ -231,19 +312,32 @@ def _check_one_input(inputs: list[Path]) -> None:
 
 
 def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool,
-         n_jobs: int = 1) -> int:
-    """Run the jobs (``n_jobs`` at once); errors, lines and records come out in input order."""
+         n_jobs: int = 1, scheduler: str | None = None) -> int:
+    """Run the jobs (``n_jobs`` at once, or on the Dask ``scheduler``); errors, lines and records come out in
+    input order."""
     from mrisr.batch import exit_code, iter_jobs, make_record
+    from mrisr.errors import MrisrError
 
-    display = _Display(console, len(jobs), quiet)
-    with display:
-        for job in iter_jobs(jobs, settings, loaded, n_jobs=n_jobs, on_start=display.start,
-                             on_finish=display.finish):
-            display.done(job)
-            if job.status == "failed":
-                print_error(f"{job.input}: {job.error}", console)
-            if json_out:
-                print_json(job.record or make_record(job))
+    # Live bars redraw the terminal: with --json on a terminal stdout they would interleave with the
+    # records, so the progress then falls back to one line per input (on stderr, like the bars).
+    display = _Display(console, len(jobs), quiet, live=not (json_out and _stdout_is_terminal()))
+    if scheduler is not None:
+        from mrisr.distributed import iter_jobs_dask
+
+        finished = iter_jobs_dask(jobs, settings, scheduler, on_finish=display.finish)
+    else:
+        finished = iter_jobs(jobs, settings, loaded, n_jobs=n_jobs, on_start=display.start, on_finish=display.finish)
+    try:
+        with display:
+            for job in finished:
+                display.done(job)
+                if job.status == "failed":
+                    print_error(f"{job.input}: {job.error}", console)
+                if json_out:
+                    print_json(job.record or make_record(job))
+    except MrisrError as exc:  # the Dask cluster could not be reached or started: nothing was sent
+        print_error(str(exc), console)
+        return EXIT_USAGE
     if not quiet:
         _print_warnings(jobs, console)
         _print_summary(jobs, console)
@@ -259,16 +353,18 @@ def _print_warnings(jobs: list, console: Any) -> None:
 class _Display:
     """Progress on stderr: live bars on a terminal, one line per input otherwise.
 
+    The bars never capture stdout (``redirect_stdout=False``): the JSON
+    records written there reach a redirected file or pipe whatever stderr is.
     ``start`` and ``finish`` may be called from worker threads (``--jobs``):
     rich's Progress is thread-safe and the bar of each running input is kept
     per job. ``done`` is called in input order from the main thread.
     """
 
-    def __init__(self, console: Any, n_jobs: int, quiet: bool) -> None:
+    def __init__(self, console: Any, n_jobs: int, quiet: bool, live: bool = True) -> None:
         import threading
 
         self.console, self.n_jobs, self.quiet, self.index = console, n_jobs, quiet, 0
-        self.live = not quiet and console.is_terminal
+        self.live = live and not quiet and console.is_terminal
         self.bar: Any = None
         self.overall: Any = None
         self.tasks: dict[int, Any] = {}
@@ -280,7 +376,8 @@ class _Display:
                                        TimeElapsedColumn)
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=self.console, transient=True)
+                                TimeElapsedColumn(), console=self.console, transient=True,
+                                redirect_stdout=False)
             self.bar.__enter__()
             self.overall = self.bar.add_task("inputs", total=self.n_jobs)
         return self
@@ -319,6 +416,15 @@ class _Display:
             qc = f", QC picture {job.qc}" if job.qc is not None else ""
             self.console.print(f"[{self.index}/{self.n_jobs}] {job.status:7s} {job.input} -> {job.output} "
                                f"({job.seconds:.1f} s{qc})", markup=False, highlight=False)
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
 
 
 def _warn_shared_device(settings: Any, n_jobs: int, console: Any) -> None:
