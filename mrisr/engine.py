@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import (DTYPES, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
+from .device import (DTYPES, cpu_bf16_warning, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
                      resolve_device, resolve_precision)
 from .errors import InputError, ModelError, MrisrError
 from .inference_net import prepare as prepare_forward
@@ -472,7 +472,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         n_patches=len(plan.tiles), n_skipped=counts.skipped, seconds_network=counts.network,
         seconds_total=time.perf_counter() - t_start, scale=scale, blended=plan.blend,
         seconds_normalise=t_norm, seconds_stitch=counts.stitch, network_voxels=counts.voxels, retries=retries,
-        threads=n_threads, warnings=tuple(_warnings(plan, halo, retries)))
+        threads=n_threads, warnings=tuple(_warnings(plan, halo, retries, cpu_bf16_warning(dev, prec))))
     return out, stats
 
 
@@ -524,8 +524,8 @@ def _condition(network: nn.Module, factors: Sequence[float] | None) -> torch.Ten
     return network.encode_factors(factors)
 
 
-def _warnings(plan: Plan, radius: int, retries: int) -> list[str]:
-    out = []
+def _warnings(plan: Plan, radius: int, retries: int, precision_note: str = "") -> list[str]:
+    out = [precision_note] if precision_note else []
     if plan.blend:
         out.append(f"patches of {plan.patch_shape} cannot hold the model's context of {radius} voxels each side; "
                    f"overlapping outputs were blended (halo {plan.halo}), so patch seams may differ slightly "

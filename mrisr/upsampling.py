@@ -252,7 +252,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     """
     import torch
 
-    from .device import cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device, resolve_precision
+    from .device import (cpu_bf16_warning, cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device,
+                         resolve_precision)
     from .engine import (BACKGROUND, MAX_RETRIES, EngineStats, _check_volume, _patch_sides, _positive, _shrink,
                          bytes_per_voxel)
     from .errors import ModelError
@@ -299,7 +300,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
                         batch_size=plan.batch_size, n_patches=len(plan.tiles), n_skipped=int(counts["skipped"]),
                         seconds_network=counts["network"], seconds_total=time.perf_counter() - t_start,
                         scale=intensity, seconds_stitch=counts["stitch"], network_voxels=int(counts["voxels"]),
-                        retries=retries, threads=n_threads)
+                        retries=retries, threads=n_threads,
+                        warnings=tuple(w for w in [cpu_bf16_warning(dev, prec)] if w))
     if axes != (0, 1, 2):
         out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
     return out, stats
