@@ -101,18 +101,20 @@ def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None]) -> li
 
 
 def phantom(shape: tuple[int, int, int], seed: int = 0):
-    """A head-like float32 phantom: noisy air, a bright ellipsoid with smooth texture."""
+    """bench_engine's synthetic head with a noisy background (5 grey levels: the head mask must find it)."""
     import numpy as np
-    from scipy import ndimage
 
-    rng = np.random.default_rng(seed)
-    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape]
-    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
-    r = np.sqrt((x / 0.8) ** 2 + (y / 0.85) ** 2 + (z / 0.8) ** 2)
-    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 2)
-    texture /= np.abs(texture).max()
-    head = np.where(r < 0.85, 300.0 + 200.0 * texture, 0.0)
-    return np.abs(head + rng.normal(0, 5, shape)).astype(np.float32)
+    from bench_engine import synthetic_head
+
+    noise = np.random.default_rng(seed).normal(0, 5, shape)
+    return np.abs(synthetic_head(shape, seed) + noise).astype(np.float32)
+
+
+def skip_reason(precision: str, device: str, budget: Budget) -> str:
+    """Why a measurement is not run ("" when it is)."""
+    if precision == "bf16" and bf16_missing(device):
+        return "bf16 not supported by this GPU"
+    return "not run (time budget)" if budget.left() < 0 else ""
 
 
 def network_rows(model, args: argparse.Namespace, budget: Budget) -> list[dict]:
@@ -133,11 +135,8 @@ def network_rows(model, args: argparse.Namespace, budget: Budget) -> list[dict]:
             for batch in BATCHES:
                 row = {"measure": "network", "precision": precision, "channels_last": channels_last, "batch": batch}
                 rows.append(row)
-                if precision == "bf16" and bf16_missing(args.device):
-                    row["note"] = "bf16 not supported by this GPU"
-                    continue
-                if budget.left() < 0:
-                    row["note"] = "not run (time budget)"
+                row["note"] = skip_reason(precision, args.device, budget)
+                if row["note"]:
                     continue
                 x = torch.rand((batch, net.in_channels, *(args.patch,) * 3), device=dev).contiguous(memory_format=fmt)
                 c = None if cond is None else cond.expand(batch, -1)
@@ -173,8 +172,8 @@ def end_to_end_rows(args: argparse.Namespace, budget: Budget) -> list[dict]:
         row = {"measure": f"upscale {args.output}^3 ({method})", "precision": "auto" if method == "cnn" else "-",
                "channels_last": None, "batch": None, "device": device}
         rows.append(row)
-        if budget.left() < 0:
-            row["note"] = "not run (time budget)"
+        row["note"] = skip_reason("-", device, budget)
+        if row["note"]:
             continue
         times = timed(lambda: mrisr.upscale(img, spacing=1.0, method=method, device=device), args.repeat,
                       sync_for(args.device))
@@ -195,11 +194,8 @@ def agreement_rows(model, args: argparse.Namespace, budget: Budget) -> list[dict
     for precision in precisions(args.device):
         row = {"measure": f"{args.device} vs CPU fp32", "precision": precision, "channels_last": None, "batch": None}
         rows.append(row)
-        if precision == "bf16" and bf16_missing(args.device):
-            row["note"] = "bf16 not supported by this GPU"
-            continue
-        if budget.left() < 0:
-            row["note"] = "not run (time budget)"
+        row["note"] = skip_reason(precision, args.device, budget)
+        if row["note"]:
             continue
         gpu, _ = enhance(x, model, device=args.device, precision=precision, factors=(2.0, 2.0, 2.0))
         diff = float(np.abs(gpu - cpu).max()) / stats.scale
@@ -212,7 +208,7 @@ def agreement_rows(model, args: argparse.Namespace, budget: Budget) -> list[dict
 def table(rows: list[dict]) -> str:
     """The rows as one markdown table."""
     def cell(v):
-        if v is None:
+        if v is None or v == "":
             return "-"
         if isinstance(v, bool):
             return "on" if v else "off"
