@@ -23,8 +23,10 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
    float32 input patch, and the core is written into one preallocated
    float32 output.
 
-Peak memory is the input, the output and one batch of patches with its
-activations: no other full-size array is made. A GPU out-of-memory error
+Peak memory is the input, the output, the one-byte mask and one batch of
+patches with its activations: no other full-size array is alive while the
+network runs (deciding the mask makes float32 temporaries of the coarse grid
+and, for blocks of one voxel, of the volume, freed before the first batch). A GPU out-of-memory error
 halves the batch, then the patch, and retries.
 
 Guided models (``network.in_channels == 2``) take a second channel: a finer
