@@ -88,3 +88,17 @@ def test_learned_upsampling_warns_too(monkeypatch):
     model = LoadedModel("g", example_card(receptive_radius=net.receptive_radius), net.eval(), "0" * 64, None)
     _, stats = upsample(_volume((6, 6, 4)), model, device="cpu", precision="bf16")
     assert any("--precision fp32" in w for w in stats.warnings)
+
+
+def test_the_warning_reaches_the_upscale_report(monkeypatch):
+    from mrisr import pipeline
+    from mrisr.volume import Volume
+
+    monkeypatch.setattr(dev, "cpu_supports_bf16", lambda: False)
+    torch.manual_seed(0)
+    model = LoadedModel("tiny", example_card(name="tiny"), ReCNN(3, 4).eval(), "ab" * 32, None)
+    vol = Volume(_volume((5, 5, 3)), np.diag([2.0, 2.0, 3.0, 1.0]))
+    _, _, report = pipeline.upscale_volume(vol, spacing=1, method="cnn", model=model, device="cpu",
+                                           precision="bf16", threads=1)
+    assert report.precision == "bf16"
+    assert sum("no native bf16" in w and "--precision fp32" in w for w in report.warnings) == 1
