@@ -26,15 +26,15 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
 Peak memory is the input, the output, the one-byte mask and one batch of
 patches with its activations: no other full-size array is alive while the
 network runs (deciding the mask makes float32 temporaries of the coarse grid
-and, for blocks of one voxel, of the volume, freed before the first batch). A GPU out-of-memory error
-halves the batch, then the patch, and retries.
+and, for blocks of one voxel, of the volume, freed before the first batch).
+A GPU out-of-memory error halves the batch, then the patch, and retries.
 
 Guided models (``network.in_channels == 2``) take a second channel: a finer
 reference scan already on the output grid (:mod:`mrisr.reference`), divided
 by its own ``robust_scale``. The reference only feeds the network: the
 residual is still added to channel 0 (the image), the mask is decided on the
-image alone, and tiles read both channels
-through the same windows, so tiling stays exact.
+image alone, and tiles read both channels through the same windows, so tiling
+stays exact.
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ for one engine call (fixed device, precision and condition). For a plain
   function.
 
 Anything else (other architectures, GPUs, fp16, bf16 on a CPU without native
-bf16, a torch without the oneDNN ops, or a self-check that fails) gets :func:`eager`: the network itself under
-autocast, exactly what the engine ran before. The fast path is checked
-against eager fp32 on a small patch when it is built.
+bf16, a torch without the oneDNN ops, or a self-check that fails) gets
+:func:`eager`: the network itself under autocast, exactly what the engine ran
+before. The fast path is checked against eager fp32 on a small patch when it
+is built.
 
 Example:
     >>> import torch

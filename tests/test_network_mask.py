@@ -66,7 +66,8 @@ def test_the_threshold_stays_above_the_background_noise():
 
 @pytest.mark.parametrize("shape,factors,block", [
     ((100, 100, 100), (2.0, 2.0, 2.0), (2, 2, 2)), ((100, 100, 100), (1.0, 1.0, 3.7), (1, 1, 3)),
-    ((100, 100, 100), (0.5, 1.0, 1.0), (1, 1, 1)), ((100, 100, 100), None, (1, 1, 1)), ((400, 400, 400), None, (4, 4, 4)),
+    ((100, 100, 100), (0.5, 1.0, 1.0), (1, 1, 1)), ((100, 100, 100), None, (1, 1, 1)),
+    ((400, 400, 400), None, (4, 4, 4)),
 ])
 def test_coarse_block_follows_the_factors_and_caps_the_grid(shape, factors, block):
     assert coarse_block(shape, factors) == block
