@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+from machine import describe, machine_info  # noqa: E402
 
 
 def conv_flops_per_voxel(network) -> int:
@@ -187,15 +189,15 @@ def main(argv: list[str] | None = None) -> None:
         fn = part_raw if args._part == "raw" else part_enhance
         print(json.dumps(fn(args, args._precision)))
         return
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; ReCNN(depth={args.depth}, width={args.width})", flush=True)
+    info = machine_info()
+    print(f"# {describe(info)}; ReCNN(depth={args.depth}, width={args.width})", flush=True)
     raw = {} if args.skip_raw else {p: run_child(args, "raw", p) for p in args.precision}
     enh = {p: run_child(args, "enhance", p) for p in args.precision}
     print(report(raw, enh))
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"raw": raw, "enhance": enh, "args": vars(args)}, fh, indent=2, default=str)
+            json.dump({"machine": info, "raw": raw, "enhance": enh, "args": vars(args)}, fh, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+from machine import describe, machine_info  # noqa: E402
 
 #: (name, input contrast, spacing mm, PSF, rotation axis, degrees, translation mm)
 CASES = (
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     subj = load_subjects(config_from_dict({"data": {"dir": str(args.data.resolve())}}))[0]  # as training reads it
     t1, gm, wm = subj.image, subj.gm, subj.wm
     rows = []
+    info = machine_info()
+    print(f"# {describe(info)}")
     print("| case | input | true motion | seconds | rotation error (deg) | worst error at 60 mm (mm) |")
     print("|---|---|---|---|---|---|")
     for case in CASES:
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['truth']['translation_mm']:.1f} mm | {r['seconds']:.2f} | {r['rotation_error_deg']:.3f} | "
               f"{r['worst_error_mm']:.3f} |", flush=True)
     if args.json:
-        meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        meta = {"machine": info, "cpus": os.cpu_count(),
                 "threads": args.threads, "repeat": args.repeat, "noise": NOISE, "command": " ".join(sys.argv)}
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+from machine import describe, machine_info  # noqa: E402
 
 AXIS_NAMES = ("sagittal (axis 0)", "coronal (axis 1)", "axial (axis 2)")
 
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                                       scale=tuple(4 if a == axis else 1 for a in range(3)))  # type: ignore[arg-type]
                for axis in range(3)}
     rows = []
+    info = machine_info()
+    print(f"# {describe(info)}")
     print("| contrast | slices along | spline PSNR / SSIM | model PSNR / SSIM | gain dB / SSIM |")
     print("|---|---|---|---|---|")
     for i, contrast in enumerate(args.contrasts):
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['psnr_model']:.2f} / {r['ssim_model']:.4f} | {r['psnr_model'] - r['psnr_spline']:+.2f} / "
                   f"{r['ssim_model'] - r['ssim_spline']:+.4f} |", flush=True)
     if args.json:
-        meta = {"model": str(args.model), "ensemble": args.ensemble, "command": " ".join(sys.argv)}
+        meta = {"model": str(args.model), "ensemble": args.ensemble, "command": " ".join(sys.argv), "machine": info}
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -35,11 +35,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+from machine import describe, machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "models" / "recnn-d8w32" / "train.toml"
@@ -211,9 +215,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['psnr_change_projected_matched']:+.3f} dB; consistency {row['err_used_network']:.2e} -> "
               f"{row['err_used_projected']:.1e}; {'ok' if row['accept'] else 'REJECTED'}"
               + (f"; warnings: {row['ood_warnings']}" if row["ood_warnings"] else ""), file=sys.stderr)
+    info = machine_info()
+    print(f"# {describe(info)}")
     print(markdown(rows, args.ensemble))
     if args.json:
-        args.json.write_text(json.dumps({"model": model.name, "config": str(args.config), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"model": model.name, "config": str(args.config), "rows": rows,
+                                         "machine": info}, indent=2))
     return 0 if all(r["accept"] for r in rows) else 1
 
 

@@ -36,6 +36,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+from machine import describe, machine_info  # noqa: E402
+
 
 def run_cli(args: list[str]) -> tuple[dict, float, float]:
     """Run ``mrisr upscale ... --json`` under /usr/bin/time: (record, wall s, peak RSS MB)."""
@@ -102,6 +105,8 @@ def main() -> None:
         "cnn-fp32": ["--method", "cnn", "--precision", "fp32", "--threads", str(args.threads), *model],
     }
     results = {}
+    info = machine_info()
+    print(f"# {describe(info)}", flush=True)
     for name, extra in runs.items():
         out = work / f"{name}.nii.gz"
         record, wall, peak = run_cli([str(lr), "--spacing", "1", "-o", str(out), *extra])
@@ -126,7 +131,7 @@ def main() -> None:
     }
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "summary": summary}, indent=2))
+        args.json.write_text(json.dumps({"machine": info, "results": results, "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import sys
@@ -80,6 +79,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+from machine import describe, machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The default model's from-scratch data mix (its stage 2; stages 3 and 4 fine-tune towards thick slices).
@@ -770,8 +772,8 @@ def main(argv: list[str] | None = None) -> None:
     check_protocol(results, protocol)
     results.update({"protocol": protocol, "command": "python benchmarks/compare_archs.py " + " ".join(
         sys.argv[1:] if argv is None else argv)})
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "python": platform.python_version()}
+    results["machine"] = machine_info()
+    print(f"# {describe(results['machine'])}", flush=True)
     base = base_cfg.to_dict()
     data_dir = (Path(base_cfg.base_dir) / base_cfg.data.dir).resolve()
     for row in selected_rows(args):

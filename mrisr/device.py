@@ -1,8 +1,10 @@
 """Compute device, precision, threads and memory budget for the engine.
 
 - device ``auto`` picks CUDA, then MPS, then the CPU.
-- precision ``auto`` picks bfloat16 autocast on CPUs with native bf16
-  (AVX-512 BF16 or AMX), else float32; on CUDA bfloat16 where the GPU supports
+- precision ``auto`` picks bfloat16 on CPUs with native bf16 (AVX-512 BF16
+  or AMX, and oneDNN not capped below it by ``ONEDNN_MAX_CPU_ISA``), else
+  float32; a forced bf16 on another CPU runs (emulated, far slower) with
+  :func:`cpu_bf16_warning`; on CUDA bfloat16 where the GPU supports
   it, else float16; float32 on MPS. float16 on the CPU is refused.
 - Only the convolutions run in reduced precision: the engine adds the
   predicted residual to the float32 input in float32.
@@ -73,10 +75,47 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(kind)
 
 
+#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) below native bf16: with one of these oneDNN emulates bf16
+#: (or refuses it), however capable the processor is.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS",
+                            "AVX512_CORE", "AVX512_CORE_VNNI")
+#: Environment variables that cap oneDNN's instruction set, in the order oneDNN reads them.
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def onednn_max_isa() -> str:
+    """The instruction-set cap oneDNN was given (``ONEDNN_MAX_CPU_ISA``, else ``DNNL_MAX_CPU_ISA``), upper
+    case; ``""`` when there is none.
+
+    Example:
+        >>> import os
+        >>> os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper() == onednn_max_isa()
+        True
+    """
+    for name in ONEDNN_ISA_VARIABLES:
+        value = os.environ.get(name, "").strip().upper()
+        if value:
+            return value
+    return ""
+
+
+def onednn_allows_bf16() -> bool:
+    """Whether oneDNN's instruction-set cap leaves native bf16 available: no cap, ``DEFAULT``, ``ALL``, or
+    ``AVX512_CORE_BF16`` and above (``AVX512_CORE_AMX*``, ``AVX10_1_512*``...). A name oneDNN does not know
+    is ignored by oneDNN, and here too.
+
+    Example:
+        >>> onednn_allows_bf16() == (onednn_max_isa() not in ONEDNN_ISAS_WITHOUT_BF16)
+        True
+    """
+    return onednn_max_isa() not in ONEDNN_ISAS_WITHOUT_BF16
+
+
 def cpu_supports_bf16() -> bool:
-    """Whether the processor has native bfloat16 arithmetic for oneDNN
-    convolutions (AVX-512 BF16 or AMX tiles)."""
-    if not torch.backends.mkldnn.is_available():
+    """Whether bfloat16 oneDNN convolutions run natively here: the processor has AVX-512 BF16 or AMX tiles
+    (torch's cpuinfo probes) *and* oneDNN is not capped below them (:func:`onednn_allows_bf16`, e.g.
+    ``ONEDNN_MAX_CPU_ISA=AVX2``, which makes such a machine behave like an AVX2-only one)."""
+    if not torch.backends.mkldnn.is_available() or not onednn_allows_bf16():
         return False
     cpu = getattr(torch, "cpu", None)
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
@@ -87,6 +126,19 @@ def cpu_supports_bf16() -> bool:
         except Exception:  # noqa: BLE001 - private probes may fail on exotic builds
             continue
     return False
+
+
+def cpu_bf16_warning(device: torch.device, precision: str) -> str:
+    """A one-line warning when ``precision`` is bf16 on a CPU without native bf16 ("" otherwise).
+
+    Example:
+        >>> cpu_bf16_warning(torch.device("cpu"), "fp32")
+        ''
+    """
+    if device.type != "cpu" or precision != "bf16" or cpu_supports_bf16():
+        return ""
+    return ("this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 is emulated and far slower than fp32 "
+            "(176x measured on an AVX2-only EPYC); use --precision fp32 (or auto, which picks fp32 here)")
 
 
 def cuda_supports_bf16(device: torch.device) -> bool:

@@ -6,31 +6,36 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
 
 1. ``scale = normalising_scale(data, card.normalisation)`` (the model's own
    method, :mod:`mrisr.intensity`); the network sees ``patch / scale``.
-2. Only the bounding box of the voxels at or above ``BACKGROUND * scale``,
-   grown by the halo for context, is processed; outside that box the output
-   is the interpolated value (a clean zero background costs nothing).
-3. That region is tiled (:mod:`mrisr.tiling`) with a halo equal to the model's
-   receptive radius, so inside the box the stitched result equals a
-   whole-volume pass. Patch shapes come from the memory budget (or
-   ``patch_size``); a region that fits is one patch. Patches whose input
-   (halo included) stays below ``BACKGROUND * scale`` are not run: the output
-   there is the interpolated value.
+2. Where the network runs is decided once, before any tiling: the head mask
+   of :func:`mrisr.masks.network_mask` (on a coarse grid of about the
+   low-resolution input's voxels: smoothed, thresholded by Otsu and the
+   background's noise, holes filled, dilated by the receptive radius), or the
+   caller's ``mask``. Outside it the output is exactly the interpolated value,
+   whatever the tiling, so the result does not depend on the patch or batch
+   size, and a noisy background costs nothing either.
+3. The mask's bounding box, grown by the halo for context, is tiled
+   (:mod:`mrisr.tiling`) with a halo equal to the model's receptive radius,
+   so inside the mask the stitched result equals a whole-volume pass. Patch
+   shapes come from the memory budget (or ``patch_size``); a region that fits
+   is one patch. Tiles whose core does not touch the mask are not run.
 4. Batches run in bf16/fp16 or fp32 (a ReCNN on the CPU as fused oneDNN
    convolutions, :mod:`mrisr.inference_net`; anything else under autocast);
    the residual is cast to float32, multiplied by ``scale`` and added to the
    float32 input patch, and the core is written into one preallocated
    float32 output.
 
-Peak memory is the input, the output and one batch of patches with its
-activations: no other full-size array is made. A GPU out-of-memory error
-halves the batch, then the patch, and retries.
+Peak memory is the input, the output, the one-byte mask and one batch of
+patches with its activations: no other full-size array is alive while the
+network runs (deciding the mask makes float32 temporaries of the coarse grid
+and, for blocks of one voxel, of the volume, freed before the first batch).
+A GPU out-of-memory error halves the batch, then the patch, and retries.
 
 Guided models (``network.in_channels == 2``) take a second channel: a finer
 reference scan already on the output grid (:mod:`mrisr.reference`), divided
 by its own scale (same method). The reference only feeds the network: the
-residual is still added to channel 0 (the image), background patches and the
-foreground box are decided on the image alone, and tiles read both channels
-through the same windows, so tiling stays exact.
+residual is still added to channel 0 (the image), the mask is decided on the
+image alone, and tiles read both channels through the same windows, so tiling
+stays exact.
 """
 
 from __future__ import annotations
@@ -44,15 +49,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import (DTYPES, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
+from .device import (DTYPES, cpu_bf16_warning, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
                      resolve_device, resolve_precision)
 from .errors import InputError, ModelError, MrisrError
 from .inference_net import prepare as prepare_forward
 from .intensity import normalising_scale, robust_scale
+from .masks import coarse_block, network_mask
 from .model_card import LoadedModel
 from .tiling import Stitcher, Tile, batches, choose_core, plan_tiles
 
-#: Patches whose |input| stays below this fraction of the scale are not run.
+#: Voxels below this fraction of the scale are background whatever the histogram says (the mask's floor).
 BACKGROUND = 0.01
 #: Feature maps of ``width`` channels alive at once in a forward pass (measured
 #: peak: ~400 B/voxel fp32 and ~140 B/voxel bf16 for width 32 on the CPU).
@@ -74,7 +80,7 @@ class EngineStats:
         halo: Context voxels around each core.
         batch_size: Patches per network call.
         n_patches: Tiles in the plan.
-        n_skipped: Background tiles not run.
+        n_skipped: Tiles not run (their core lies outside the mask).
         seconds_network: Time in the network (transfers and sync included).
         seconds_total: Wall time of the whole call.
         scale: Intensity scale (the model's normalisation) the network saw 1.0 at.
@@ -85,6 +91,8 @@ class EngineStats:
         retries: Out-of-memory retries.
         threads: CPU threads torch used.
         warnings: Plain-language notes (blending, out-of-memory retries...).
+        seconds_mask: Time deciding the mask.
+        mask_fraction: Share of the output voxels inside the mask (where the network may change the input).
     """
 
     device: str
@@ -104,6 +112,8 @@ class EngineStats:
     retries: int = 0
     threads: int | None = None
     warnings: tuple[str, ...] = ()
+    seconds_mask: float = 0.0
+    mask_fraction: float = 1.0
 
     @property
     def patches_run(self) -> int:
@@ -311,7 +321,7 @@ class _Counters:
 
 
 def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float, device: torch.device,
-              precision: str, out: np.ndarray, background: float | None = BACKGROUND,
+              precision: str, out: np.ndarray, mask: np.ndarray | None = None,
               progress: Callable[[int, int], None] | None = None,
               condition: torch.Tensor | None = None, guide: np.ndarray | None = None,
               guide_scale: float = 1.0) -> _Counters:
@@ -325,8 +335,10 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
         device: Torch device.
         precision: ``fp32``, ``bf16`` or ``fp16``.
         out: Preallocated float32 output of ``data``'s shape.
-        background: Skip patches with ``max |patch| < background * scale``
-            (``None`` runs every patch).
+        mask: Where the network may change ``data`` (boolean, ``data``'s
+            shape); tiles whose core misses it are not run (whose window
+            misses it, when blending), and outside it ``out`` is ``data``
+            exactly. ``None`` runs every tile.
         progress: Called with ``(patches done, total)`` after each batch.
         condition: ``(1, k)`` condition vector of a conditioned network
             (the same for every patch), or None.
@@ -338,15 +350,13 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
     forward = prepare_forward(network, device, precision, condition, plan.patch_shape)  # fused on the CPU
     counts = _Counters()
     total, done = len(plan.tiles), 0
-    limit = None if background is None else background * scale
     channels_last = device.type == "cpu"
     for group in batches(plan.tiles, plan.batch_size):
         t0 = time.perf_counter()
         run: list[Tile] = []
         for tile in group:
-            patch = data[tile.read]
-            if limit is not None and float(np.max(np.abs(patch))) < limit:
-                stitcher.add(tile, patch)
+            if mask is not None and not mask[tile.read if plan.blend else tile.core].any():
+                stitcher.add(tile, data[tile.read])
                 counts.skipped += 1
             else:
                 run.append(tile)
@@ -378,6 +388,8 @@ def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float,
         done += len(group)
         if progress is not None:
             progress(done, total)
+    if mask is not None:
+        np.copyto(out, data, where=~mask)
     return counts
 
 
@@ -386,7 +398,8 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
             threads: int | None = None,
             progress: Callable[[int, int], None] | None = None,
             factors: Sequence[float] | None = None,
-            reference: np.ndarray | None = None) -> tuple[np.ndarray, EngineStats]:
+            reference: np.ndarray | None = None,
+            mask: np.ndarray | None = None) -> tuple[np.ndarray, EngineStats]:
     """Add the network's residual to an interpolated volume, patch by patch.
 
     Args:
@@ -406,12 +419,17 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
             reference on the output grid (``data``'s shape, see
             :func:`mrisr.reference.resample_reference`); the network sees it
             divided by its own scale (the same method) as channel 1.
+        mask: Where the network may change ``data`` (boolean, ``data``'s
+            shape); default :func:`mrisr.masks.network_mask` of ``data``
+            (on a coarse grid of ``factors``' integer parts). Outside it the
+            result is ``data`` exactly.
 
     Returns:
         ``(result, stats)``: the float32 volume and :class:`EngineStats`.
 
     Raises:
-        InputError: for data that is not a finite 3D floating-point array.
+        InputError: for data that is not a finite 3D floating-point array, or
+            a mask of another shape.
         ModelError: for a model the engine cannot feed: a guided model
             without ``reference``, or a reference for a single-input model.
         MrisrError: for an unknown or unavailable device or precision, or
@@ -441,21 +459,23 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         condition = _condition(network, factors)
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
         budget = memory_budget(dev) // bytes_per_voxel(network, prec)
+        t0 = time.perf_counter()
+        head = _head_mask(data, mask, halo, factors, BACKGROUND * scale)
+        t_mask = time.perf_counter() - t0
         out = np.empty(data.shape, np.float32)
-        box = foreground_box(data, BACKGROUND * scale)
+        box = mask_box(head)
         window = _expand(box, halo, data.shape) if box is not None else tuple(slice(0, n) for n in data.shape)
-        if box is not None and window != tuple(slice(0, n) for n in data.shape):
-            np.copyto(out, data)  # outside the foreground's box (and its context) the input stays
-        sub, sub_out = data[window], out[window]
+        if window != tuple(slice(0, n) for n in data.shape):
+            np.copyto(out, data)  # outside the mask's box (and its context) the input stays
+        sub, sub_out, sub_mask = data[window], out[window], head[window]
         guide = None if reference is None else reference[window]
         retries = 0
         while True:
             plan = make_plan(sub.shape, halo, budget, sides, batch_size)
             try:
                 counts = run_tiled(sub, network, plan, scale=scale, device=dev, precision=prec, out=sub_out,
-                                   progress=progress, condition=condition, guide=guide, guide_scale=guide_scale)
-                if box is not None:
-                    _restore_margin(out, data, window, box)
+                                   mask=sub_mask, progress=progress, condition=condition, guide=guide,
+                                   guide_scale=guide_scale)
                 break
             except Exception as exc:
                 if not is_out_of_memory(exc):
@@ -474,24 +494,33 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         n_patches=len(plan.tiles), n_skipped=counts.skipped, seconds_network=counts.network,
         seconds_total=time.perf_counter() - t_start, scale=scale, blended=plan.blend,
         seconds_normalise=t_norm, seconds_stitch=counts.stitch, network_voxels=counts.voxels, retries=retries,
-        threads=n_threads, warnings=tuple(_warnings(plan, halo, retries)))
+        threads=n_threads, warnings=tuple(_warnings(plan, halo, retries, cpu_bf16_warning(dev, prec))),
+        seconds_mask=t_mask, mask_fraction=float(np.count_nonzero(head)) / head.size)
     return out, stats
 
 
-def foreground_box(data: np.ndarray, limit: float) -> tuple[slice, slice, slice] | None:
-    """Bounding box of the voxels with ``|value| >= limit`` (None if there are none).
+def _head_mask(data: np.ndarray, mask: np.ndarray | None, radius: int, factors: Sequence[float] | None,
+               floor: float) -> np.ndarray:
+    """The caller's mask (checked), else :func:`mrisr.masks.network_mask` of ``data``."""
+    if mask is None:
+        return network_mask(data, radius, coarse_block(data.shape, factors), floor)
+    mask = np.asarray(mask)
+    if mask.shape != data.shape:
+        raise InputError(None, f"the mask must have the volume's shape {data.shape}, got {mask.shape}")
+    return mask.astype(bool, copy=False)
+
+
+def mask_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box of a boolean mask's True voxels (None if there are none).
 
     The network runs only over this box plus its context (the halo), so a
-    volume with a clean zero background (a skull-stripped brain, say) costs
-    what its brain costs; outside the box the output is the input, as for a
-    skipped background patch. A noisy background usually fills the whole box.
+    volume with a clean or noisy background costs what its head costs.
 
     Example:
-        >>> x = np.zeros((6, 6, 6), np.float32); x[2:4, 1:2, 3:6] = 1.0
-        >>> foreground_box(x, 0.5)
+        >>> m = np.zeros((6, 6, 6), bool); m[2:4, 1:2, 3:6] = True
+        >>> mask_box(m)
         (slice(2, 4, None), slice(1, 2, None), slice(3, 6, None))
     """
-    mask = np.abs(data) >= limit
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
@@ -507,16 +536,6 @@ def _expand(box: tuple[slice, ...], halo: int, shape: Sequence[int]) -> tuple[sl
     return tuple(slice(max(0, b.start - halo), min(n, b.stop + halo)) for b, n in zip(box, shape))
 
 
-def _restore_margin(out: np.ndarray, data: np.ndarray, window: tuple[slice, ...], box: tuple[slice, ...]) -> None:
-    """Copy the input into the part of ``window`` outside ``box`` (context only, never owned)."""
-    for axis in range(3):
-        for lo, hi in ((window[axis].start, box[axis].start), (box[axis].stop, window[axis].stop)):
-            if hi > lo:
-                region = list(window)
-                region[axis] = slice(lo, hi)
-                out[tuple(region)] = data[tuple(region)]
-
-
 def _condition(network: nn.Module, factors: Sequence[float] | None) -> torch.Tensor | None:
     """The condition vector of a factor-conditioned network (None for others)."""
     if not getattr(network, "cond_dim", 0):
@@ -526,8 +545,8 @@ def _condition(network: nn.Module, factors: Sequence[float] | None) -> torch.Ten
     return network.encode_factors(factors)
 
 
-def _warnings(plan: Plan, radius: int, retries: int) -> list[str]:
-    out = []
+def _warnings(plan: Plan, radius: int, retries: int, precision_note: str = "") -> list[str]:
+    out = [precision_note] if precision_note else []
     if plan.blend:
         out.append(f"patches of {plan.patch_shape} cannot hold the model's context of {radius} voxels each side; "
                    f"overlapping outputs were blended (halo {plan.halo}), so patch seams may differ slightly "

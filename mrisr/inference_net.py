@@ -22,10 +22,11 @@ for one engine call (fixed device, precision and condition). For a plain
   shifts along that axis in float32: ~2x faster on head-sized patches, same
   function.
 
-Anything else (other architectures, GPUs, fp16, a torch without the oneDNN
-ops, or a self-check that fails) gets :func:`eager`: the network itself under
-autocast, exactly what the engine ran before. The fast path is checked
-against eager fp32 on a small patch when it is built.
+Anything else (other architectures, GPUs, fp16, bf16 on a CPU without native
+bf16, a torch without the oneDNN ops, or a self-check that fails) gets
+:func:`eager`: the network itself under autocast, exactly what the engine ran
+before. The fast path is checked against eager fp32 on a small patch when it
+is built.
 
 Example:
     >>> import torch
@@ -48,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import DTYPES, autocast
+from .device import DTYPES, autocast, cpu_supports_bf16
 
 #: Precisions the fused path runs (on the CPU).
 FUSED_PRECISIONS = ("fp32", "bf16")
@@ -60,6 +61,9 @@ CHECK_TOLERANCE = 1e-4
 MAX_PACKED_SHAPES = 4
 #: Messages of allocation failures, which propagate instead of falling back (eager needs more memory).
 MEMORY_ERRORS = ("out of memory", "not enough memory")
+
+#: Why bf16 is not fused on a CPU without native bf16 (oneDNN cannot prepack bf16 weights there).
+NO_NATIVE_BF16 = "this CPU has no native bf16 (AVX-512 BF16 or AMX) for the fused path; fp32 is faster here"
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -125,7 +129,7 @@ def unsupported(network: nn.Module, device: torch.device, precision: str) -> str
 
     Example:
         >>> from mrisr.archs.recnn import ReCNN
-        >>> unsupported(ReCNN(3, 4), torch.device("cpu"), "bf16")
+        >>> unsupported(ReCNN(3, 4), torch.device("cpu"), "fp32")
         ''
         >>> unsupported(nn.Conv3d(1, 1, 3), torch.device("cpu"), "fp32")
         'Conv3d is not a ReCNN'
@@ -138,6 +142,8 @@ def unsupported(network: nn.Module, device: torch.device, precision: str) -> str
         return f"{type(network).__name__} is not a ReCNN"
     if not fused_ops_available():
         return "this torch lacks oneDNN or its fused convolution ops"
+    if precision == "bf16" and not cpu_supports_bf16():
+        return NO_NATIVE_BF16
     return _unsupported_body(network.body)
 
 

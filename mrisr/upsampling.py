@@ -29,9 +29,11 @@ attribute). ``upscale`` with such a model:
    factor equals the scale this step is the identity.
 
 The network sees ``input / robust_scale(input)`` and its output is
-multiplied back. Tiles whose whole window stays below
-``BACKGROUND * robust_scale`` are not run: their blocks repeat the input
-voxel (nearest neighbour). ``patch_size`` counts input voxels.
+multiplied back. Where it runs is decided once, as in :mod:`mrisr.engine`:
+the head mask of :func:`mrisr.masks.network_mask` on the input (dilated by
+the receptive radius). Outside it every block repeats its input voxel
+(nearest neighbour), whatever the tiling; tiles whose core misses it are not
+run. ``patch_size`` counts input voxels.
 
 Example:
     >>> g = refined_grid(np.diag([2.0, 2.0, 4.0, 1.0]), (5, 5, 3), (2, 2, 4))
@@ -176,23 +178,23 @@ def replicate(block: np.ndarray, scale: Sequence[int]) -> np.ndarray:
 
 
 def run_tiles(data: np.ndarray, network: Any, plan: Any, *, scale: Sequence[int], intensity: float,
-              device: Any, precision: str, out: np.ndarray, background: float | None,
+              device: Any, precision: str, out: np.ndarray, mask: np.ndarray | None,
               progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Run ``network`` over the plan's tiles of ``data``; write ``intensity * network(patch / intensity)``
-    per owned block into ``out`` (``data.shape * scale``). Returns counters."""
+    per owned block into ``out`` (``data.shape * scale``), and :func:`replicate` of the input outside
+    ``mask`` (boolean, ``data``'s shape; None: the network everywhere). Returns counters."""
     import torch
 
     from .device import autocast
     from .tiling import batches
 
     counts = {"skipped": 0, "network": 0.0, "stitch": 0.0, "voxels": 0}
-    limit = None if background is None else background * intensity
     done = 0
     for group in batches(plan.tiles, plan.batch_size):
         t0 = time.perf_counter()
         run = []
         for tile in group:
-            if limit is not None and float(np.max(np.abs(data[tile.read]))) < limit:
+            if mask is not None and not mask[tile.core].any():
                 out[_up(tile.core, scale)] = replicate(data[tile.core], scale)
                 counts["skipped"] += 1
             else:
@@ -207,7 +209,11 @@ def run_tiles(data: np.ndarray, network: Any, plan: Any, *, scale: Sequence[int]
             counts["network"] += t0 - t1
             counts["voxels"] += x.size
             for i, tile in enumerate(run):
-                out[_up(tile.core, scale)] = y[i, 0][_up(tile.inner, scale)] * np.float32(intensity)
+                block = y[i, 0][_up(tile.inner, scale)] * np.float32(intensity)
+                if mask is not None:
+                    outside = ~replicate(mask[tile.core], scale)
+                    block[outside] = replicate(data[tile.core], scale)[outside]
+                out[_up(tile.core, scale)] = block
         counts["stitch"] += time.perf_counter() - t0
         done += len(group)
         if progress is not None:
@@ -241,8 +247,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
             is permuted with it) and its output is transposed back.
         device, precision, patch_size, batch_size, threads, progress: As
             :func:`mrisr.engine.enhance` (``patch_size`` in input voxels).
-        background: Skip windows below this fraction of the intensity scale
-            (default :data:`mrisr.engine.BACKGROUND`).
+        background: Intensity floor of the head mask, as a fraction of the
+            intensity scale (default :data:`mrisr.engine.BACKGROUND`).
 
     Returns:
         ``(volume, stats)``: float32 volume and :class:`mrisr.engine.EngineStats`.
@@ -252,11 +258,13 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     """
     import torch
 
-    from .device import cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device, resolve_precision
+    from .device import (cpu_bf16_warning, cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device,
+                         resolve_precision)
     from .engine import (BACKGROUND, MAX_RETRIES, EngineStats, _check_volume, _patch_sides, _positive, _shrink,
                          bytes_per_voxel)
     from .errors import ModelError
     from .intensity import normalising_scale
+    from .masks import network_mask
 
     t_start = time.perf_counter()
     scale = upsampling_scale(model.network)
@@ -277,6 +285,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
         intensity = normalising_scale(data, model.card.normalisation)
         network = model.network.eval().to(dev)
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
+        mask = network_mask(data, halo, floor=background * intensity)
         per_voxel = bytes_per_voxel(network, prec) * (1 + math.prod(scale))
         budget = memory_budget(dev) // per_voxel
         out = np.empty(tuple(n * s for n, s in zip(data.shape, scale)), np.float32)
@@ -285,7 +294,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
             plan = _plan(data.shape, halo, budget, sides, batch_size)
             try:
                 counts = run_tiles(data, network, plan, scale=scale, intensity=intensity, device=dev,
-                                   precision=prec, out=out, background=background, progress=progress)
+                                   precision=prec, out=out, mask=mask, progress=progress)
                 break
             except Exception as exc:
                 if not is_out_of_memory(exc) or retries >= MAX_RETRIES:
@@ -299,7 +308,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
                         batch_size=plan.batch_size, n_patches=len(plan.tiles), n_skipped=int(counts["skipped"]),
                         seconds_network=counts["network"], seconds_total=time.perf_counter() - t_start,
                         scale=intensity, seconds_stitch=counts["stitch"], network_voxels=int(counts["voxels"]),
-                        retries=retries, threads=n_threads)
+                        retries=retries, threads=n_threads, mask_fraction=float(mask.mean()),
+                        warnings=tuple(w for w in [cpu_bf16_warning(dev, prec)] if w))
     if axes != (0, 1, 2):
         out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
     return out, stats

@@ -15,6 +15,7 @@ from mrisr.engine import enhance, make_plan, whole_volume
 from mrisr.errors import InputError, ModelError, MrisrError
 from mrisr.geometry import block_average_affine, target_grid
 from mrisr.intensity import robust_scale
+from mrisr.masks import network_mask
 from mrisr.model_card import LoadedModel, example_card
 from mrisr.resample import resample_to_grid
 from mrisr.tiling import plan_tiles
@@ -78,54 +79,86 @@ def test_zero_filled_halo_would_not_match():
     assert np.abs(x + s * r - whole_volume(x, net)).max() > 1e-3 * s
 
 
-def _expected_with_background(x, net, stats, window, box, reference=None):
-    """Whole-volume result, with the input kept in skipped tiles and outside the foreground box."""
-    sub = x[window]
-    core = tuple(p - 2 * stats.halo for p in stats.patch_size)
-    tiles = plan_tiles(sub.shape, core, stats.halo)
-    limit = engine.BACKGROUND * stats.scale
-    background = [t for t in tiles if np.abs(sub[t.read]).max() < limit]
-    expected = whole_volume(x, net, reference=reference)
-    exp_sub = expected[window]
-    for t in background:
-        exp_sub[t.core] = sub[t.core]
-    inside = np.zeros(x.shape, bool)
-    inside[box] = True
-    expected[~inside] = x[~inside]
-    return expected, tiles, background
+def _expected_with_mask(x, net, mask, reference=None):
+    """Whole-volume result inside the mask, the input (bit for bit) outside it."""
+    return np.where(mask, whole_volume(x, net, reference=reference), x)
 
 
-def test_only_the_foreground_box_and_its_context_are_run():
+def test_only_the_mask_box_and_its_context_are_run():
     net = random_net()
     x = np.zeros((20, 18, 16), np.float32)
     x[2:9, 3:10, 2:8] = volume((7, 7, 6))
     x[15, 15, 15] = 1e-3 * x.max()  # faint, below the threshold
     out, stats = enhance(x, loaded(net), patch_size=10, **FP32)
-    box = (slice(2, 9), slice(3, 10), slice(2, 8))
-    assert engine.foreground_box(x, engine.BACKGROUND * stats.scale) == box
-    window = (slice(0, 12), slice(0, 13), slice(0, 11))  # the box grown by the halo (3), clipped
-    expected, tiles, background = _expected_with_background(x, net, stats, window, box)
-    assert stats.n_patches == len(tiles) and stats.n_skipped == len(background)
-    np.testing.assert_allclose(out, expected, atol=1e-5 * stats.scale, rtol=0)
-    outside = np.ones(x.shape, bool)
-    outside[box] = False
-    assert np.array_equal(out[outside], x[outside])  # the interpolated values, bit for bit
+    mask = network_mask(x, 3, floor=engine.BACKGROUND * stats.scale)
+    near, far = np.zeros(x.shape, bool), np.zeros(x.shape, bool)
+    near[0:12, 0:13, 0:11] = True  # the block grown by the receptive radius (3)
+    far[0:14, 0:15, 0:13] = True   # ... and by 2 more (the smoothing's reach)
+    assert mask[near].all() and not mask[~far].any() and not mask[15, 15, 15]
+    assert stats.mask_fraction == pytest.approx(mask.mean())
+    window = engine._expand(engine.mask_box(mask), 3, x.shape)  # the mask's box grown by the halo for context
+    tiles = plan_tiles(x[window].shape, [p - 2 * stats.halo for p in stats.patch_size], stats.halo)
+    assert stats.n_patches == len(tiles)
+    np.testing.assert_allclose(out, _expected_with_mask(x, net, mask), atol=1e-5 * stats.scale, rtol=0)
+    assert np.array_equal(out[~mask], x[~mask])  # the interpolated values, bit for bit
 
 
-def test_background_patches_inside_the_box_keep_the_interpolated_values():
+def test_tiles_outside_the_mask_are_not_run_and_keep_the_interpolated_values():
     net = random_net()
     x = np.zeros((20, 18, 16), np.float32)
     x[1:4, 1:4, 1:4] = volume((3, 3, 3))
     x[15:19, 14:17, 12:15] = volume((4, 3, 3), seed=1)
     out, stats = enhance(x, loaded(net), patch_size=10, **FP32)
-    box = (slice(1, 19), slice(1, 17), slice(1, 15))
-    window = tuple(slice(0, n) for n in x.shape)
-    expected, tiles, background = _expected_with_background(x, net, stats, window, box)
-    assert stats.n_skipped == len(background) > 0 and stats.n_patches == len(tiles)
-    assert stats.patches_run == len(tiles) - len(background)
-    np.testing.assert_allclose(out, expected, atol=1e-5 * stats.scale, rtol=0)
-    for t in background:
+    mask = network_mask(x, 3, floor=engine.BACKGROUND * stats.scale)
+    tiles = plan_tiles(x.shape, [p - 2 * stats.halo for p in stats.patch_size], stats.halo)
+    outside = [t for t in tiles if not mask[t.core].any()]
+    assert stats.n_skipped == len(outside) > 0 and stats.n_patches == len(tiles)
+    assert stats.patches_run == len(tiles) - len(outside)
+    np.testing.assert_allclose(out, _expected_with_mask(x, net, mask), atol=1e-5 * stats.scale, rtol=0)
+    for t in outside:
         assert np.array_equal(out[t.core], x[t.core])
+
+
+def noisy_head(shape=(40, 34, 30), seed=0) -> np.ndarray:
+    """A bright ellipsoid 'head' in a noisy background (noise ~3% of the head: above the old 1% skip limit)."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float32)
+    centre, radii = [(n - 1) / 2 + 2 for n in shape], [n / 3.5 for n in shape]
+    r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    head = (r2 < 1) * rng.uniform(150, 300, shape)
+    return np.abs(head + rng.normal(0, 9, shape)).astype(np.float32)
+
+
+def test_output_does_not_depend_on_patch_or_batch_size_with_skipped_tiles():
+    net = random_net(depth=3, seed=2)
+    x = noisy_head()
+    runs = [dict(patch_size=p, batch_size=b) for p, b in [(12, 1), (12, 5), (15, 2), (11, 1), ((10, 30, 14), 3),
+                                                         (None, None)]]
+    outs, skipped = [], []
+    for kw in runs:
+        out, stats = enhance(x, loaded(net), factors=(2, 2, 2), **kw, **FP32)
+        outs.append(out)
+        skipped.append(stats.n_skipped)
+    assert min(skipped[:-1]) > 0  # tiles outside the mask were skipped in every tiled run
+    span = float(x.max() - x.min())
+    for out in outs[1:]:
+        np.testing.assert_allclose(out, outs[0], atol=1e-5 * span, rtol=0)
+    mask = network_mask(x, 3, (2, 2, 2), engine.BACKGROUND * robust_scale(x))
+    assert 0.1 < mask.mean() < 0.9
+    np.testing.assert_allclose(outs[0], _expected_with_mask(x, net, mask), atol=1e-5 * span, rtol=0)
+
+
+def test_a_given_mask_is_followed_exactly():
+    net = random_net()
+    x = volume((14, 12, 10))
+    mask = np.zeros(x.shape, bool)
+    mask[3:7, 2:11, :4] = True
+    out, stats = enhance(x, loaded(net), patch_size=8, mask=mask, **FP32)
+    assert stats.n_skipped > 0 and stats.mask_fraction == pytest.approx(mask.mean())
+    np.testing.assert_allclose(out, _expected_with_mask(x, net, mask), atol=1e-5 * stats.scale, rtol=0)
+    assert np.array_equal(out[~mask], x[~mask])
+    with pytest.raises(InputError, match="mask"):
+        enhance(x, loaded(net), mask=mask[:-1], **FP32)
 
 
 def test_all_zero_volume_is_returned_unchanged():
@@ -429,14 +462,11 @@ def test_guided_background_is_decided_on_the_image_alone():
     x[2:9, 3:10, 2:8] = volume((7, 7, 6))
     ref = volume(x.shape, seed=3)  # a reference everywhere, brighter than nothing
     out, stats = enhance(x, loaded(net), patch_size=10, reference=ref, **FP32)
-    box = (slice(2, 9), slice(3, 10), slice(2, 8))
-    window = (slice(0, 12), slice(0, 13), slice(0, 11))
-    expected, tiles, background = _expected_with_background(x, net, stats, window, box, reference=ref)
-    assert stats.n_patches == len(tiles) and stats.n_skipped == len(background)
+    mask = network_mask(x, net.receptive_radius, floor=engine.BACKGROUND * stats.scale)
+    assert 0 < mask.mean() < 0.5  # from the image alone: the reference is bright everywhere
+    expected = _expected_with_mask(x, net, mask, reference=ref)
     np.testing.assert_allclose(out, expected, atol=1e-5 * stats.scale, rtol=0)
-    outside = np.ones(x.shape, bool)
-    outside[box] = False
-    assert np.array_equal(out[outside], x[outside])
+    assert np.array_equal(out[~mask], x[~mask])
 
 
 def test_guided_model_needs_a_reference_and_single_models_refuse_one(monkeypatch):

@@ -9,12 +9,19 @@ from torch import nn
 
 from mrisr import inference_net as inet
 from mrisr.archs.recnn import ReCNN
+from mrisr.device import cpu_supports_bf16
 from mrisr.inference_net import EagerForward, FusedReCNN, eager, prepare
 
 CPU = torch.device("cpu")
 #: bf16 tolerance of the engine tests (test_engine.test_bf16_runs_and_stays_close_to_fp32: 1e-2 of the
 #: intensity scale, at which the network's input is ~1), in network units.
 BF16_TOL = 1e-2
+#: The fused bf16 path needs native bf16 (AVX-512 BF16 or AMX); elsewhere bf16 falls back to eager.
+NATIVE_BF16 = cpu_supports_bf16()
+needs_native_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason="this CPU (or its ONEDNN_MAX_CPU_ISA) has no "
+                                       "native bf16: the fused bf16 path is not used here (see the fallback tests)")
+#: Precisions the fused path runs on this CPU (bf16 skipped without native bf16).
+FUSED_HERE = ["fp32", pytest.param("bf16", marks=needs_native_bf16)]
 
 
 def random_net(depth=3, width=8, kernel=3, in_channels=1, cond_dim=0, seed=0) -> ReCNN:
@@ -60,6 +67,7 @@ def test_fp32_equals_eager(depth, width, kernel, channels, cond_dim, shape):
     torch.testing.assert_close(out, reference(net, x, cond), atol=1e-5, rtol=1e-5)
 
 
+@needs_native_bf16
 @pytest.mark.parametrize("depth,width,kernel,channels,cond_dim", CASES)
 @pytest.mark.parametrize("shape", SHAPES[:2])
 def test_bf16_close_to_fp32_and_eager(depth, width, kernel, channels, cond_dim, shape):
@@ -165,9 +173,10 @@ def test_conditioned_network_without_condition_fails_like_eager():
         fwd(batch((5, 5, 5)))
 
 
-def test_weights_are_packed_once_per_patch_shape(monkeypatch):
+@pytest.mark.parametrize("precision", FUSED_HERE)
+def test_weights_are_packed_once_per_patch_shape(monkeypatch, precision):
     net = random_net(4, 8, cond_dim=3)
-    fwd = prepare(net, CPU, "bf16", condition=net.encode_factors([2, 2, 2]), patch_shape=(12, 10, 8))
+    fwd = prepare(net, CPU, precision, condition=net.encode_factors([2, 2, 2]), patch_shape=(12, 10, 8))
     calls = []
     reorder = torch.ops.mkldnn._reorder_convolution_weight
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_convolution_weight",
@@ -197,8 +206,9 @@ def test_a_batch_that_fails_falls_back_to_eager(monkeypatch):
 
 @pytest.mark.parametrize("message", ["DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes.",
                                      "CUDA out of memory"])
-def test_out_of_memory_is_not_hidden(monkeypatch, message):
-    fwd = prepare(random_net(3, 4), CPU, "bf16")
+@pytest.mark.parametrize("precision", FUSED_HERE)
+def test_out_of_memory_is_not_hidden(monkeypatch, message, precision):
+    fwd = prepare(random_net(3, 4), CPU, precision)
 
     def oom(*args, **kwargs):
         raise RuntimeError(message)
@@ -207,3 +217,22 @@ def test_out_of_memory_is_not_hidden(monkeypatch, message):
     with pytest.raises(RuntimeError, match="memory"):
         fwd(batch((5, 5, 5)))
     assert fwd.kind == "fused"
+
+
+def test_bf16_without_native_support_runs_eager_and_says_why(monkeypatch):
+    monkeypatch.setattr(inet, "cpu_supports_bf16", lambda: False)
+    net = random_net(3, 4, cond_dim=3)
+    cond = net.encode_factors([1, 1, 2])
+    fwd = prepare(net, CPU, "bf16", condition=cond, patch_shape=(6, 5, 4))
+    assert isinstance(fwd, EagerForward) and fwd.reason == inet.NO_NATIVE_BF16 and "fp32" in fwd.reason
+    x = batch((6, 5, 4), n=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        expected = net(x, cond.expand(2, -1))
+    assert torch.equal(fwd(x), expected)
+    assert prepare(net, CPU, "fp32", condition=cond).kind == "fused"  # fp32 is unaffected
+
+
+@pytest.mark.skipif(NATIVE_BF16, reason="this CPU has native bf16 (the fused bf16 tests run instead)")
+def test_bf16_falls_back_on_this_cpu_without_native_bf16():
+    fwd = prepare(random_net(3, 4), CPU, "bf16")
+    assert fwd.kind == "eager" and fwd.reason == inet.NO_NATIVE_BF16

@@ -12,7 +12,10 @@ import mrisr
 from mrisr.archs.georgescu import Georgescu
 from mrisr.archs.rrlsrn import RRLSRN
 from mrisr.errors import MrisrError
+from mrisr.engine import BACKGROUND
 from mrisr.geometry import target_grid
+from mrisr.intensity import robust_scale
+from mrisr.masks import network_mask
 from mrisr.model_card import LoadedModel, example_card
 from mrisr.resample import resample_to_grid
 from mrisr.upsampling import (grid_on_refined, placed_scale, placement, refined_grid, replicate, upsample,
@@ -115,6 +118,23 @@ def test_background_tiles_repeat_the_input() -> None:
     out, stats = upsample(data, _loaded(net), device="cpu", precision="fp32", patch_size=7)
     assert stats.n_skipped > 0
     assert np.all(out[16:, 16:, 16:] == 0.0)
+
+
+def test_outside_the_head_mask_blocks_repeat_the_input_whatever_the_tiling() -> None:
+    net = _jittered(RRLSRN((2, 2, 1), depth=2, width=3))
+    rng = np.random.default_rng(2)
+    data = np.abs(rng.normal(0, 0.03, (24, 22, 12))).astype(np.float32)  # noisy background
+    data[6:15, 5:14, 3:9] += rng.uniform(0.5, 1.0, (9, 9, 6)).astype(np.float32)
+    mask = network_mask(data, net.receptive_radius, floor=BACKGROUND * robust_scale(data))
+    assert 0.1 < mask.mean() < 0.9
+    outside = ~replicate(mask, net.upsampling)
+    expected = np.where(outside, replicate(data, net.upsampling), whole_volume_upsample(data, net))
+    side = 2 * net.receptive_radius + 3
+    for patch in (side, side + 3, (side, 30, side + 1), None):
+        out, stats = upsample(data, _loaded(net), device="cpu", precision="fp32", patch_size=patch)
+        assert patch is None or stats.n_skipped > 0
+        np.testing.assert_allclose(out, expected, atol=1e-5 * float(np.abs(expected).max()), rtol=0)
+        assert np.array_equal(out[outside], expected[outside])
 
 
 def _image(shape=(10, 8, 6), affine=OBLIQUE) -> nib.Nifti1Image:
