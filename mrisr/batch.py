@@ -42,7 +42,7 @@ from .geometry import DEFAULT_MAX_VOXELS
 from .model_card import file_sha256
 from .naming import (OUTPUT_SUFFIXES, dataset_description, is_image_name, is_nifti_name, output_name,
                      output_stem, sidecar_path, split_extension)
-from .pipeline import (UpscaleReport, check_guide_args, check_spacing_args, check_trust_args, load_model_once,
+from .pipeline import (UpscaleReport, check_adapt_args, check_guide_args, check_spacing_args, check_trust_args, load_model_once,
                        plan_grid, resolve_method, upscale_volume)
 from .registration import transform_path
 
@@ -92,6 +92,7 @@ class BatchSettings:
     ensemble: str | None = None
     reference: Any = None
     register: str | None = None
+    adapt: float | None = None   # seconds of per-scan adaptation (mrisr.adapt); None: off
 
     def check(self) -> None:
         """Validate the settings that need no file (spacing, order, method).
@@ -107,6 +108,7 @@ class BatchSettings:
         self.ensemble = check_trust_args(self.method, self.consistency, self.consistency_psf, self.uncertainty,
                                          self.ensemble)
         self.register = check_guide_args(guided, self.register, self.ensemble)
+        check_adapt_args(self.adapt, self.method, guided)
 
 
 @dataclass
@@ -168,7 +170,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 #: or what is written beside it, not what the image is.
 OUTPUT_SETTINGS = ("spacing", "factor", "method", "order", "model", "antialias", "series",
                    "nan_to_num", "allow_uneven", "dtype", "consistency", "consistency_psf", "uncertainty",
-                   "ensemble", "reference", "register")
+                   "ensemble", "reference", "register", "adapt")
 
 
 def output_settings(settings: BatchSettings) -> dict:
@@ -734,7 +736,7 @@ def _process(job: Job, settings: BatchSettings, model: Any,
         threads=settings.threads, antialias=settings.antialias, max_voxels=settings.max_voxels,
         progress=progress, consistency=settings.consistency, consistency_psf=settings.consistency_psf,
         uncertainty=settings.uncertainty, ensemble=settings.ensemble, reference=reference,
-        register=settings.register)
+        register=settings.register, adapt=settings.adapt)
     data, affine, report = result
     t0 = time.perf_counter()
     save_volume(data, affine, job.output, template=volume, dtype=settings.dtype, force=settings.force,

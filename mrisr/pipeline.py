@@ -101,6 +101,9 @@ class UpscaleReport:
             the written std map, filled by the writer); else ``None``.
         ood: Measures of the input behind the input-check warnings
             (:class:`mrisr.ood.InputAssessment`; ``method="cnn"`` only).
+        adapt: With ``adapt``: what per-scan adaptation did (:class:`mrisr.adapt.AdaptReport`:
+            internal pairs, steps, seconds, held-out internal loss before and
+            after, and whether the adapted or the pretrained weights ran).
         reference: With a reference (guided models): its ``path``, ``shape``,
             ``spacing``, ``overlap`` (fraction of the output inside it),
             ``register`` (``none`` or ``rigid``), ``transform_ras`` (4x4 RAS
@@ -137,6 +140,7 @@ class UpscaleReport:
     uncertainty: dict | None = None
     ood: dict | None = None
     reference: dict | None = None
+    adapt: dict | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready copy (plain lists, floats and strings).
@@ -350,7 +354,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
                    progress: ProgressCallback | None = None, consistency: bool = False,
                    consistency_psf: str = "auto", uncertainty: bool = False,
                    ensemble: str | None = None, reference: Any = None,
-                   register: str | None = None) -> UpscaleResult:
+                   register: str | None = None, adapt: Any = None) -> UpscaleResult:
     """Upscale an in-memory volume onto the geometry contract's grid.
 
     Args:
@@ -386,6 +390,9 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         register: ``"none"`` (default: trust the headers) or ``"rigid"``:
             register the reference to the input first
             (:func:`mrisr.registration.register_rigid`).
+        adapt: Per-scan adaptation (:mod:`mrisr.adapt`): seconds of
+            fine-tuning on pairs made from the input, or an
+            :class:`~mrisr.adapt.AdaptOptions`; ``None``: off (cnn only).
 
     Returns:
         ``UpscaleResult(data, affine, report)``: float32 data of shape
@@ -410,6 +417,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     method, model = resolve_method(method, model, guided=reference is not None)
     ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
     register = check_guide_args(reference is not None, register, ensemble)
+    adapt = check_adapt_args(adapt, method, reference is not None)
     data = np.asarray(volume.data)
     if data.ndim not in (3, 4):
         raise InputError(volume.path, f"expected a 3D or 4D image, got {data.ndim} dimensions {data.shape}")
@@ -428,10 +436,61 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         _check_input(report, data)
         if reference is not None:
             engine_kw["reference"] = _guide(volume, grid, reference, register, report)
+        if adapt is not None:
+            loaded, progress = _adapt(loaded, data, grid, adapt, report, threads, progress)
     maps: dict[str, np.ndarray] = {}
     out = _run_volumes(data, grid, report, loaded, order, antialias, progress, engine_kw,
                        consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
+
+
+#: Share of the progress bar that per-scan adaptation takes.
+ADAPT_SHARE = 0.5
+
+
+def check_adapt_args(adapt: Any, method: str, guided: bool) -> Any:
+    """``adapt`` as :class:`~mrisr.adapt.AdaptOptions` (seconds or options given), or None.
+
+    Raises:
+        MrisrError: adaptation with ``method="spline"`` or with a reference, or a bad time budget.
+
+    Example:
+        >>> check_adapt_args(None, "cnn", False) is None
+        True
+        >>> check_adapt_args(30, "cnn", False).seconds
+        30.0
+    """
+    if adapt is None or adapt is False:
+        return None
+    from .adapt import AdaptOptions
+
+    if method != "cnn":
+        raise MrisrError("--adapt fine-tunes the network: it needs --method cnn")
+    if guided:
+        raise MrisrError("--adapt does not take a reference yet: the internal pairs are made from the input "
+                         "alone, with no second scan to pair with (run the guided model without --adapt)")
+    return adapt if isinstance(adapt, AdaptOptions) else AdaptOptions(seconds=adapt)
+
+
+def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: UpscaleReport,
+           threads: int | None, progress: ProgressCallback | None) -> tuple[Any, ProgressCallback | None]:
+    """The model fine-tuned on the input's first volume (:func:`mrisr.adapt.adapt_model`), and the progress
+    callback for the rest of the run (adaptation takes the first :data:`ADAPT_SHARE` of the bar)."""
+    from .adapt import adapt_model, check_adaptable
+
+    check_adaptable(loaded, guided=False)
+    n = report.n_volumes
+    on_adapt = None if progress is None else (lambda f: progress(ADAPT_SHARE * f * n, n))
+    t0 = time.perf_counter()
+    adapted, info = adapt_model(loaded, data if data.ndim == 3 else data[..., 0],
+                                tuple(1.0 / r for r in grid.ratios), opts, progress=on_adapt, threads=threads)
+    report.timings["adapt"] = time.perf_counter() - t0
+    report.adapt = info.to_dict()
+    if info.kept != "adapted":
+        report.warnings.append(f"--adapt: {info.reason}")
+    rest = None if progress is None else (lambda done, total: progress(ADAPT_SHARE * total
+                                                                        + (1 - ADAPT_SHARE) * done, total))
+    return adapted, rest
 
 
 def _check_learned(loaded: Any, grid: TargetGrid) -> None:
@@ -788,7 +847,7 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
             nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
             progress: ProgressCallback | None = None, consistency: bool = False, consistency_psf: str = "auto",
             uncertainty: bool = False, ensemble: str | None = None, reference: Any = None,
-            register: str | None = None) -> nib.Nifti1Image:
+            register: str | None = None, adapt: Any = None) -> nib.Nifti1Image:
     """Super-resolve an MRI image to a target voxel size.
 
     Args:
@@ -821,6 +880,9 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
             like ``image`` (``nan_to_num``, ``allow_uneven`` apply).
         register: ``"none"`` (default) or ``"rigid"``: register the
             reference to the input first.
+        adapt: Seconds of per-scan adaptation (:mod:`mrisr.adapt`; about
+            60-120 on two CPU cores), or an :class:`~mrisr.adapt.AdaptOptions`;
+            ``None``: off.
 
     Returns:
         A ``nibabel.Nifti1Image`` in float32 on the contract grid (affine
@@ -842,8 +904,10 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
     check_spacing_args(spacing, factor)
     _check_order(order)
     guided = reference is not None
+    resolved = resolve_method(method, model, guided=guided)[0]
     check_guide_args(guided, register, check_trust_args(  # fail on a bad method or option before reading anything
-        resolve_method(method, model, guided=guided)[0], consistency, consistency_psf, uncertainty, ensemble))
+        resolved, consistency, consistency_psf, uncertainty, ensemble))
+    check_adapt_args(adapt, resolved, guided)
     t0 = time.perf_counter()
     volume = as_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
     if guided:
@@ -854,7 +918,7 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
         precision=precision, patch_size=patch_size, batch_size=batch_size, threads=threads,
         antialias=antialias, max_voxels=max_voxels, progress=progress, consistency=consistency,
         consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
-        register=register)
+        register=register, adapt=adapt)
     data, affine, report = result
     report.timings["read"] = read_time if isinstance(image, (str, Path)) else 0.0
     img = to_nifti(data, affine, template=volume)

@@ -14,6 +14,7 @@ Examples::
     mrisr upscale scans/ --spacing 1 --jobs 4 --qc
     mrisr upscale t1_3mm.nii.gz --spacing 1 --consistency --uncertainty --json
     mrisr upscale t2_ax_4mm.nii.gz --spacing 1 --reference t1_1mm.nii.gz --register rigid
+    mrisr upscale t1_thick.nii.gz --spacing 1 --adapt
     mrisr upscale @subjects.txt --spacing 1 --output-dir out --json > records.jsonl
     mrisr upscale scans/ --spacing 1 --output-dir out --dask-scheduler local:4
 """
@@ -90,6 +91,12 @@ UncertaintyOpt = Annotated[bool, typer.Option(
 EnsembleOpt = Annotated[Literal["mean", "median"] | None, typer.Option(
     "--ensemble", show_default=False, rich_help_panel=TRUST,
     help="Combine the 8 flips by mean or median (alone: no std map). Default: mean with --uncertainty.")]
+AdaptOpt = Annotated[bool, typer.Option(
+    "--adapt", rich_help_panel=MODEL,
+    help="Fine-tune the network on pairs made from this scan first (--adapt-seconds; docs/models.md).")]
+AdaptSecondsOpt = Annotated[float, typer.Option(
+    "--adapt-seconds", min=1, metavar="S", rich_help_panel=RARE,
+    help="Time budget of --adapt per input, seconds.")]
 JsonOutOpt = Annotated[bool, typer.Option(
     "--json", rich_help_panel=BATCH, help="One JSON record per input on stdout (progress on stderr).")]
 QuietOpt = Annotated[bool, typer.Option(
@@ -157,6 +164,8 @@ def upscale(
     consistency: ConsistencyOpt = False,
     uncertainty: UncertaintyOpt = False,
     ensemble: EnsembleOpt = None,
+    adapt: AdaptOpt = False,
+    adapt_seconds: AdaptSecondsOpt = 90.0,
     json_out: JsonOutOpt = False,
     quiet: QuietOpt = False,
     n_jobs: NJobsOpt = 1,
@@ -191,7 +200,7 @@ def upscale(
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
             allow_uneven=allow_uneven, dtype=dtype, force=force or overwrite, qc=qc, consistency=consistency,
             consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
-            register=register)
+            register=register, adapt=adapt_seconds if adapt else None)
         _check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
         _check_dask(dask_scheduler, n_jobs)
