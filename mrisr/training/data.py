@@ -270,15 +270,23 @@ class PatchSampler:
 
     def _read(self, subj: Subject, key: str, origin: tuple[int, int, int], size: int,
               coords: np.ndarray | None) -> np.ndarray:
-        """A crop of the subject's image (``key`` "image") or tissue map, straight or through a warp."""
+        """A crop of the subject's image (``key`` "image") or tissue map, straight or through a warp.
+
+        A warp reads the training region only (the volume cut at the held-out slab), so not even the
+        cubic prefilter, which spreads every voxel along its axes, sees the slab."""
         volume = getattr(subj, key)
         if coords is None:
             return volume[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
-        if key != "image":
-            return augment.sample_crop(volume, origin, coords, order=1)
         if key not in subj.spline:
-            subj.spline[key] = ndimage.spline_filter(volume, order=3, output=np.float32, mode="constant")
-        return np.clip(augment.sample_crop(subj.spline[key], origin, coords, order=3), 0, None)
+            region = volume
+            if subj.holdout:
+                cut = [slice(None)] * 3
+                cut[self.cfg.data.holdout_axis] = slice(0, split_index(volume.shape, self.cfg))
+                region = np.ascontiguousarray(volume[tuple(cut)], dtype=np.float32)
+            subj.spline[key] = (ndimage.spline_filter(region, order=3, output=np.float32, mode="constant")
+                                if key == "image" else region)
+        crop = augment.sample_crop(subj.spline[key], origin, coords, order=3 if key == "image" else 1)
+        return np.clip(crop, 0, None) if key == "image" else crop
 
     def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator,
                  coords: np.ndarray | None = None) -> np.ndarray:
