@@ -212,3 +212,13 @@ def test_real_heads_report_on_a_crop_of_the_real_scans():
     assert all(np.isfinite(r["psnr_spline"]) and np.isfinite(r["psnr_model"]) for r in rows)
     with pytest.raises(MrisrError, match="missing"):
         real_heads.all_cases(["thick4-box"], folder / "nowhere")
+
+
+def test_input_check_warns_when_the_brightest_tissue_is_far_beyond_training():
+    from mrisr.ood import MAX_BRIGHT, assess_input
+
+    x = _head(5, (40, 40, 40))
+    assert assess_input(x).bright_ratio < MAX_BRIGHT and not assess_input(x).warnings
+    x[x > 140] *= 8.0  # fat eight times brighter than the rest of the head
+    a = assess_input(x)
+    assert a.bright_ratio > MAX_BRIGHT and any("brightest tissue" in w for w in a.warnings)
