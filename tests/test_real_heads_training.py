@@ -222,3 +222,10 @@ def test_input_check_warns_when_the_brightest_tissue_is_far_beyond_training():
     x[18:22, 18:22, 5:35] = 2000.0  # a bright vessel twenty times the head's median (1 % of the voxels)
     a = assess_input(x)
     assert a.bright_ratio > MAX_BRIGHT and any("brightest tissue" in w for w in a.warnings)
+
+
+def test_noisy_cases_are_noisier_than_clean_ones():
+    vol = _head(6, (24, 24, 24))
+    vol = vol / robust_scale(vol)
+    clean, noisy = real_heads.head_cases("h", vol, ["iso2-box", "iso2-box-noise"])
+    assert np.std(noisy.inp - clean.inp) > 0.005
