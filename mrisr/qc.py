@@ -80,7 +80,7 @@ def require_matplotlib() -> None:
     """Raise :class:`QCUnavailableError` unless matplotlib can be imported.
 
     Example:
-        >>> require_matplotlib()   # doctest: +SKIP
+        >>> require_matplotlib()   # matplotlib installed: nothing happens
     """
     try:
         import matplotlib  # noqa: F401
@@ -184,7 +184,7 @@ def make_planes(point: Sequence[float], corners: np.ndarray, pixel: float,
     Example:
         >>> planes = make_planes([0, 0, 0], fov_corners(np.eye(4), (4, 4, 4)), 1.0)
         >>> [p.name for p in planes], planes[0].points.shape, planes[0].edges
-        (['axial', 'coronal', 'sagittal'], (5, 5, 3), ('L', 'R', 'P', 'A'))
+        (['axial', 'coronal', 'sagittal'], (6, 6, 3), ('L', 'R', 'P', 'A'))
     """
     p = np.asarray(point, dtype=np.float64)
     rel = np.asarray(corners, dtype=np.float64) - p
@@ -508,7 +508,13 @@ def qc_files(input: str | Path, output: str | Path, png: str | Path | None = Non
         OutputError: the PNG cannot be written.
 
     Example:
-        >>> qc_files("t2.nii.gz", "t2_sr.nii.gz")   # doctest: +SKIP
+        >>> from mrisr.io import load_volume
+        >>> from mrisr.sample import sample_path
+        >>> from mrisr.writer import save_volume
+        >>> vol = load_volume(sample_path())
+        >>> save_volume(vol.data, vol.affine, "t2_sr.nii.gz")   # stands in for an output (no sidecar)
+        PosixPath('t2_sr.nii.gz')
+        >>> qc_files(sample_path(), "t2_sr.nii.gz")
         PosixPath('t2_sr_qc.png')
     """
     from .io import load_volume

@@ -75,7 +75,7 @@ def custom_model_warning(loaded: LoadedModel | Any) -> str | None:
     whether the weights are the shipped ones (a copy) or not.
 
     Example:
-        >>> custom_model_warning(load_model()) is None      # doctest: +SKIP
+        >>> custom_model_warning(load_model()) is None   # the shipped default model
         True
     """
     folder, name = getattr(loaded, "path", None), getattr(loaded, "name", None)

@@ -29,8 +29,11 @@ renamed onto the final name. On any failure (including Ctrl-C) the temporary
 file is removed and an earlier output stays untouched.
 
 Example:
+    >>> from mrisr.io import load_volume
+    >>> from mrisr.sample import sample_path
     >>> from mrisr.writer import save_volume
-    >>> save_volume(vol.data, vol.affine, "out_sr.nii.gz", template=vol)   # doctest: +SKIP
+    >>> vol = load_volume(sample_path())
+    >>> save_volume(vol.data, vol.affine, "out_sr.nii.gz", template=vol)
     PosixPath('out_sr.nii.gz')
 """
 
@@ -94,8 +97,8 @@ def save_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike[st
 
     Example:
         >>> import numpy as np
-        >>> save_volume(np.zeros((4, 4, 4)), np.eye(4), "/tmp/zeros.nii.gz", force=True)   # doctest: +SKIP
-        PosixPath('/tmp/zeros.nii.gz')
+        >>> save_volume(np.zeros((4, 4, 4)), np.eye(4), "zeros.nii.gz", force=True)
+        PosixPath('zeros.nii.gz')
     """
     out = check_output_path(path, force=force, inputs=inputs)
     aff = check_affine(affine, "output affine")
@@ -156,8 +159,8 @@ def save_json_atomic(obj: Any, path: str | os.PathLike[str], force: bool = False
         TypeError: for objects JSON cannot represent.
 
     Example:
-        >>> save_json_atomic({"psnr": 31.2}, "/tmp/out_sr.json", force=True)   # doctest: +SKIP
-        PosixPath('/tmp/out_sr.json')
+        >>> save_json_atomic({"psnr": 31.2}, "out_sr.json", force=True)
+        PosixPath('out_sr.json')
     """
     out = check_output_path(path, force=force, suffixes=())
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
@@ -177,8 +180,8 @@ def save_bytes_atomic(data: bytes, path: str | os.PathLike[str], *, force: bool 
             unwritable, write or verification failure.
 
     Example:
-        >>> save_bytes_atomic(b"#Insight Transform File V1.0\\n", "/tmp/x.tfm", force=True)   # doctest: +SKIP
-        PosixPath('/tmp/x.tfm')
+        >>> save_bytes_atomic(b"#Insight Transform File V1.0\\n", "x.tfm", force=True)
+        PosixPath('x.tfm')
     """
     out = check_output_path(path, force=force, suffixes=())
     _atomic_write(out, force, lambda f: f.write(data), verify)

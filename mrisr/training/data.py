@@ -231,8 +231,10 @@ def bias_field(shape: tuple[int, int, int], origin: tuple[int, int, int], full: 
 class PatchSampler:
     """Draws (input, target) training patches; deterministic per (seed, step).
 
-    Example:
-        >>> # sampler = PatchSampler(cfg, load_subjects(cfg)); x, y = sampler.batch(step=0)
+    Example (``cfg`` a training :class:`Config` with its subjects on disk)::
+
+        sampler = PatchSampler(cfg, load_subjects(cfg))
+        x, y = sampler.batch(step=0)
     """
 
     def __init__(self, cfg: Config, subjects: list[Subject], scale: tuple[int, int, int] | None = None) -> None:
