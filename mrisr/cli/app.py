@@ -83,8 +83,7 @@ def _root(
 
 
 # --- command registrations (in the order --help lists them) ---
-from mrisr.cli import (bids_cmd, degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
-                       train_cmd, upscale_cmd)
+from mrisr.cli import bids_cmd, degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd, train_cmd, upscale_cmd  # noqa: E402
 
 app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)
 app.command("bids", cls=bids_cmd.BidsCommand)(bids_cmd.bids)

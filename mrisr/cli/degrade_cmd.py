@@ -16,7 +16,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import EXIT_FAILED, MrisrCommand, MULTI_VALUE_OPTIONS, join_multi_values, parse_numbers, print_error, usage_error
+from .common import (
+    EXIT_FAILED,
+    MULTI_VALUE_OPTIONS,
+    MrisrCommand,
+    join_multi_values,
+    parse_numbers,
+    print_error,
+    usage_error,
+)
 
 #: The shared multi-value options plus ``--fwhm`` (1 or 3 numbers after one flag).
 DEGRADE_MULTI_VALUE_OPTIONS = {**MULTI_VALUE_OPTIONS, "--fwhm": 3}

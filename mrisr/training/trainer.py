@@ -31,10 +31,10 @@ import torch
 from ..errors import ConfigError
 from ..metrics import psnr
 from ..model_card import LoadedModel, architecture_name
+from ..upsampling import upsampling_scale
 from .config import Config
 from .data import PatchSampler, ValidationCase, load_subjects, validation_cases
 from .losses import loss_fn, resolve_loss
-from ..upsampling import upsampling_scale
 from .networks import build_network, trainable
 
 __all__ = ["build_network", "init_from", "train", "validate"]
