@@ -174,7 +174,6 @@ def upscale(
     uncertainty: UncertaintyOpt = False,
     ensemble: EnsembleOpt = None,
     adapt: AdaptOpt = False,
-    adapt_seconds: AdaptSecondsOpt = 90.0,
     json_out: JsonOutOpt = False,
     quiet: QuietOpt = False,
     n_jobs: NJobsOpt = 1,
@@ -185,6 +184,7 @@ def upscale(
     threads: ThreadsOpt = None,
     patch_size: PatchSizeOpt = None,
     batch_size: BatchSizeOpt = None,
+    adapt_seconds: AdaptSecondsOpt = 90.0,  # a rare option: its panel is listed last
     series: SeriesOpt = None,
     dtype: DtypeOpt = "float32",
     suffix: SuffixOpt = ".nii.gz",
