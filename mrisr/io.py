@@ -78,7 +78,8 @@ _CHUNK = 1 << 24
 # displacement vector, RGB / RGBA vector).
 _VECTOR_INTENTS = {1005: "symmetric matrix", 1006: "displacement vector", 1007: "vector",
                    2003: "RGB vector", 2004: "RGBA vector"}
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: LPS <-> RAS (its own inverse): negate x and y. ITK, SimpleITK and DICOM are LPS; NIfTI and mrisr are RAS.
+FLIP_LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- public
@@ -212,7 +213,7 @@ def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
         >>> lps_to_ras(np.eye(4))[:3, :3].diagonal().tolist()
         [-1.0, -1.0, 1.0]
     """
-    return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
+    return FLIP_LPS_RAS @ np.asarray(affine_lps, dtype=np.float64)
 
 
 def sitk_to_ras(image: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -40,9 +40,8 @@ import numpy as np
 
 from .errors import MrisrError
 from .geometry import check_affine
+from .io import FLIP_LPS_RAS  # LPS <-> RAS: negate x and y (one owner: the SimpleITK boundary)
 
-#: LPS <-> RAS: negate x and y.
-FLIP_LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Suffix of the transform file beside an output.
 TRANSFORM_SUFFIX = "_reference_rigid.tfm"
 #: Multi-resolution schedule: shrink factors and Gaussian sigmas (voxels) per level.
