@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .errors import MrisrError, OutputError
+from .errors import MrisrError
 from .geometry import TargetGrid, voxel_sizes
 from .naming import sidecar_path, split_extension
 from .volume import Volume
@@ -451,32 +449,10 @@ def _colorbar(fig: Any, axes: Any, mappable: Any, columns: range, label: str) ->
 
 
 def _write_atomic(path: Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` through a temporary file in the same folder."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: the folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=".png", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write in {folder} ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write the QC picture ({exc.strerror or exc})") from None
-        raise
-    return path
+    """Write ``payload`` to ``path`` via a temporary file in its folder (:func:`mrisr.writer.save_bytes_atomic`)."""
+    from .writer import save_bytes_atomic
+
+    return save_bytes_atomic(payload, path, force=True)
 
 
 # ----------------------------------------------------------------- files
