@@ -423,8 +423,9 @@ def save_model(network: nn.Module, folder: str | Path, **card_fields: Any) -> Mo
     fields = {"name": folder.name, "version": "0.1.0", "description": "", "default": False, "validation": {},
               "normalisation": {"method": "robust_scale", "percentile": _default_percentile()}}
     fields.update(card_fields)
-    fields.update(architecture={"name": architecture_name(network), "params": dict(network.config())},
-                  receptive_radius=int(network.receptive_radius), weights=weights, sha256="0" * 64)
+    fields.update(architecture={"name": architecture_name(network), "params": dict(network.config())},  # type: ignore[operator]
+                  receptive_radius=int(network.receptive_radius),  # type: ignore[arg-type]
+                  weights=weights, sha256="0" * 64)
     ModelCard.from_dict(fields, source=folder / CARD_FILE)  # validate before writing anything
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() if v.is_floating_point() else v.detach().cpu()

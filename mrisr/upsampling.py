@@ -293,7 +293,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
     if axes != (0, 1, 2):
         data = np.ascontiguousarray(data.transpose(axes))
-        sides = None if sides is None else tuple(sides[a] for a in axes)  # patch sides follow their input axes
+        sides = None if sides is None else tuple(sides[a] for a in axes)  # type: ignore[assignment]  # follow the axes
     background = BACKGROUND if background is None else background
     with cpu_threads(threads):
         dev = resolve_device(device)

@@ -27,7 +27,7 @@ class MrisrGroup(PlainHelpGroup):
     and the exit code is 128 + the signal (130, 143, 129).
     """
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # noqa: D102
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]  # noqa: D102
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)

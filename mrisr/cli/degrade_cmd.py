@@ -45,9 +45,9 @@ def _check_options(spacing: str, psf: str, fwhm: str | None, noise: float) -> tu
     from ..errors import MrisrError, look_up_option
     from ..geometry import parse_spacing
 
-    sp = parse_spacing(parse_numbers(spacing, "--spacing"), "--spacing")
+    sp = parse_spacing(parse_numbers(spacing, "--spacing"), "--spacing")  # type: ignore[arg-type]  # required
     look_up_option(psf, PSFS, "--psf")
-    fw = None if fwhm is None else parse_spacing(parse_numbers(fwhm, "--fwhm"), "--fwhm")
+    fw = None if fwhm is None else parse_spacing(parse_numbers(fwhm, "--fwhm"), "--fwhm")  # type: ignore[arg-type]
     if not (math.isfinite(noise) and noise >= 0):
         raise MrisrError(f"--noise must be a finite value >= 0 (a fraction of the robust maximum), got {noise}")
     return sp, fw

@@ -51,7 +51,7 @@ def trainable(cfg: Config) -> Trainable:
 
 
 def _constructor_args(cls: type) -> list[str]:
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]  # type: ignore[misc]
 
 
 def _check_recnn_fields(m: ModelConfig) -> None:
