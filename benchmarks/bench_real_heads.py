@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mrisr.registry import list_models, load_model
-    from mrisr.training.export import real_head_table, real_head_report
+    from mrisr.training.export import real_head_report, real_head_table
 
     names = args.models or [m.name for m in list_models() if "guided" not in m.name]
     out = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "precision": args.precision, "models": {}}
