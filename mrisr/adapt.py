@@ -265,7 +265,7 @@ def adapt_model(model: Any, data: np.ndarray, factors: Sequence[float], opts: Ad
             report.heldout_loss_before = float(_loss(net.eval(), held, precision))
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
-        while time.perf_counter() - t0 < opts.seconds:
+        while report.steps == 0 or time.perf_counter() - t0 < opts.seconds:  # at least one step
             loss = _loss(net, sampler.batch(), precision)
             opt.zero_grad(set_to_none=True)
             loss.backward()

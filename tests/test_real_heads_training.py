@@ -204,8 +204,11 @@ def test_table_has_a_column_per_head_and_the_worst():
                     reason="the real validation heads (../shared/data) are not beside this checkout")
 def test_real_heads_report_on_a_crop_of_the_real_scans():
     folder = real_heads.Path(__file__).resolve().parents[2] / "shared" / "data"
-    crop = (lambda v: v[v.shape[0] // 2 - 12:v.shape[0] // 2 + 12, v.shape[1] // 2 - 12:v.shape[1] // 2 + 12,
-                        v.shape[2] // 2 - 8:v.shape[2] // 2 + 8])
+
+    def crop(v):
+        c = [n // 2 for n in v.shape]
+        return v[c[0] - 12:c[0] + 12, c[1] - 12:c[1] + 12, c[2] - 8:c[2] + 8]
+
     rows = real_head_report(_model("foreground_median"), ["thick4-box"], precision="fp32", log=lambda s: None,
                             folder=folder, crop=crop)
     assert [r["contrast"] for r in rows] == ["chris_t1_088mm", "mr_gd_1mm", "chris_pd_thick", "chris_pd_thick"]
