@@ -125,3 +125,10 @@ def test_cli_adapt_writes_its_record_and_a_changed_budget_is_a_changed_setting(t
     spline = CliRunner().invoke(app, ["upscale", str(src), "--spacing", "1", "--method", "spline", "--adapt",
                                       "-o", str(tmp_path / "s.nii.gz")])
     assert spline.exit_code == 2 and "--method cnn" in spline.output
+
+
+def test_isotropic_inputs_keep_the_pretrained_weights_and_say_why():
+    model = _model()
+    adapted, report = adapt_model(model, _volume((24, 24, 24)), (2.0, 2.0, 2.0), AdaptOptions(seconds=1.0))
+    assert adapted is model and report.kept == "pretrained" and report.steps == 0
+    assert "isotropic" in report.reason
