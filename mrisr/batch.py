@@ -58,6 +58,7 @@ from .pipeline import (
     check_trust_args,
     load_model_once,
     plan_grid,
+    resolve_consistency,
     resolve_method,
     upscale_volume,
 )
@@ -103,7 +104,7 @@ class BatchSettings:
     dtype: str = "float32"
     force: bool = False
     qc: bool = False
-    consistency: bool = False
+    consistency: bool | None = None   # None: on with the network (pipeline.resolve_consistency)
     consistency_psf: str = "auto"
     uncertainty: bool = False
     ensemble: str | None = None
@@ -122,6 +123,7 @@ class BatchSettings:
             raise MrisrError(f"dtype must be 'float32' or 'input', got {self.dtype!r}")
         guided = self.reference is not None
         self.method, self.model = resolve_method(self.method, self.model, guided=guided)
+        self.consistency = resolve_consistency(self.consistency, self.method)
         self.ensemble = check_trust_args(self.method, self.consistency, self.consistency_psf, self.uncertainty,
                                          self.ensemble)
         self.register = check_guide_args(guided, self.register, self.ensemble)

@@ -289,9 +289,13 @@ def noise_weights(residual: np.ndarray, sigma: float, factor: float = NOISE_FACT
 
 
 def _gain(spectrum: np.ndarray, sigma: float, factor: float, size: int) -> np.ndarray:
-    power = (spectrum.real ** 2 + spectrum.imag ** 2) / spectrum.size
+    # The gain depends on power / sigma^2 only: both in units of sigma, so that no square overflows
+    # float32 for images near its limit (1e30 is accepted input).
+    unit = np.float32(sigma) if sigma > 0 else np.float32(1.0)
+    re, im = spectrum.real / unit, spectrum.imag / unit
+    power = (re * re + im * im) / np.float32(spectrum.size)
     smooth = ndimage.uniform_filter(power.astype(np.float32), size=size, mode="wrap")
-    floor = np.float32((factor * sigma) ** 2)
+    floor = np.float32(factor ** 2)
     return np.clip(1.0 - floor / np.maximum(smooth, np.finfo(np.float32).tiny), 0.0, 1.0).astype(np.float32)
 
 

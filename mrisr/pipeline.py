@@ -344,7 +344,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
                    model: Any = None, device: str = "auto", precision: str = "auto",
                    patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
                    threads: int | None = None, antialias: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
-                   progress: ProgressCallback | None = None, consistency: bool = False,
+                   progress: ProgressCallback | None = None, consistency: bool | None = None,
                    consistency_psf: str = "auto", uncertainty: bool = False,
                    ensemble: str | None = None, reference: Any = None,
                    register: str | None = None, adapt: Any = None) -> UpscaleResult:
@@ -367,6 +367,8 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         consistency: Project the result onto the images whose simulated
             acquisition equals the input, above the input's noise
             (:mod:`mrisr.consistency`), and report the consistency errors.
+            ``None`` (default): on with the network, off for the spline
+            (:func:`resolve_consistency`).
         consistency_psf: Acquisition PSF of that projection: ``auto``
             (default: the PSF that best explains the input), ``box``,
             ``gaussian``, ``kspace`` or ``slice``.
@@ -408,6 +410,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     check_spacing_args(spacing, factor)
     order = _check_order(order)
     method, model = resolve_method(method, model, guided=reference is not None)
+    consistency = resolve_consistency(consistency, method)
     ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
     register = check_guide_args(reference is not None, register, ensemble)
     adapt = check_adapt_args(adapt, method, reference is not None)
@@ -435,6 +438,19 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     out = _run_volumes(data, grid, report, loaded, order, antialias, progress, engine_kw,
                        consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
+
+
+def resolve_consistency(consistency: bool | None, method: str) -> bool:
+    """Whether the consistency projection runs: as given, or by default with the network only.
+
+    The default follows a measurement on real heads (docs/trust.md): with the network it adds 0.13 to
+    0.52 dB on every row measured; the spline alone is left as the plain interpolation.
+
+    Example:
+        >>> resolve_consistency(None, "cnn"), resolve_consistency(None, "spline"), resolve_consistency(False, "cnn")
+        (True, False, False)
+    """
+    return method == "cnn" if consistency is None else bool(consistency)
 
 
 #: Share of the progress bar that per-scan adaptation takes.
@@ -835,7 +851,7 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
             threads: int | None = None, antialias: bool = True, series: str | None = None,
             nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
-            progress: ProgressCallback | None = None, consistency: bool = False, consistency_psf: str = "auto",
+            progress: ProgressCallback | None = None, consistency: bool | None = None, consistency_psf: str = "auto",
             uncertainty: bool = False, ensemble: str | None = None, reference: Any = None,
             register: str | None = None, adapt: Any = None) -> nib.Nifti1Image:
     """Super-resolve an MRI image to a target voxel size.
@@ -862,6 +878,7 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
         progress: ``progress(done, total)`` in volumes.
         consistency: Project the result onto the images consistent with the
             input (``docs/trust.md``); ``consistency_psf`` names the PSF.
+            ``None`` (default): on with the network, off for the spline.
         uncertainty: Flip ensemble of the network with its std map.
         ensemble: ``"mean"`` or ``"median"`` of the 8 flips (see
             :func:`upscale_volume`).

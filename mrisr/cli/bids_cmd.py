@@ -99,7 +99,7 @@ def bids(
     method: MethodOpt = None,
     model: ModelOpt = None,
     qc: QcOpt = False,
-    consistency: ConsistencyOpt = False,
+    consistency: ConsistencyOpt = None,
     uncertainty: UncertaintyOpt = False,
     ensemble: EnsembleOpt = None,
     overwrite: OverwriteOpt = False,

@@ -91,9 +91,10 @@ RegisterOpt = Annotated[str, typer.Option(
 QcOpt = Annotated[bool, typer.Option(
     "--qc", rich_help_panel=TRUST,
     help='Also write a QC picture <output stem>_qc.png (needs pip install "mrisr[qc]").')]
-ConsistencyOpt = Annotated[bool, typer.Option(
-    "--consistency", rich_help_panel=TRUST,
-    help="Make the result consistent with the input's acquisition and report the errors (docs/trust.md).")]
+ConsistencyOpt = Annotated[bool | None, typer.Option(
+    "--consistency/--no-consistency", rich_help_panel=TRUST, show_default=False,
+    help="Make the result consistent with the input's acquisition and report the errors (docs/trust.md). "
+         "Default: on with the network, off with --method spline.")]
 UncertaintyOpt = Annotated[bool, typer.Option(
     "--uncertainty", rich_help_panel=TRUST,
     help="Run the 8 flips of the volume and write their std map <output stem>_std.nii.gz (8x slower).")]
@@ -170,7 +171,7 @@ def upscale(
     reference: ReferenceOpt = None,
     register: RegisterOpt = "none",
     qc: QcOpt = False,
-    consistency: ConsistencyOpt = False,
+    consistency: ConsistencyOpt = None,
     uncertainty: UncertaintyOpt = False,
     ensemble: EnsembleOpt = None,
     adapt: AdaptOpt = False,
