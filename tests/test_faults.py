@@ -154,7 +154,12 @@ def _as_nobody() -> tuple[str, ...]:
         return ()  # already an ordinary user: chmod 000 is enough
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv to run as an ordinary user")
-    return ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import typer, nibabel, mrisr.cli.app"],
+                           capture_output=True, text=True, timeout=60, env=child_env(HOME="/tmp"))
+    if probe.returncode != 0:  # e.g. a virtual environment in a folder only root may read
+        pytest.skip(f"this Python environment is not readable by an ordinary user: {probe.stderr.strip()[-200:]}")
+    return prefix
 
 
 @pytest.mark.parametrize("through", ["command line", "folder"])
