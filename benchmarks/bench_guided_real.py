@@ -14,7 +14,7 @@ The real validation heads live outside the repository (``../shared/data/`` or ``
    A real cross-contrast pair with real noise and real misregistration.
 3. **Simulated pairs on the real heads** (``chris_t1_088mm``, ``mr_gd_1mm``), 1x1x4 voxel slices (slice profile,
    box): *same contrast*: the T1 slices with the T1 itself as the reference, but an independent copy: its own
-   Rician noise (2% of the 99th percentile), a shift of (0.5, -0.4, 0.3) mm and a Gaussian blur of 0.5 voxel;
+   Rician noise (2% of the 99th percentile), a shift of (0.3, -0.3, 0.25) mm (0.49 mm) and a Gaussian blur of 0.5 voxel;
    *cross contrast*: the target is the same T1 through an intensity remap, the reference the same corrupted
    T1: ``monotone`` (an increasing sigmoid remap, so every edge keeps its polarity) and ``t2like`` (tissue
    contrast inverted: CSF bright, white matter dark, air still dark; a stand-in for a T2/PD of the same anatomy:
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: (shift in mm per world axis, blur sigma in voxels, Rician sigma as a fraction of the 99th percentile) of the
 #: same-contrast reference.
-REF_SHIFT_MM = (0.5, -0.4, 0.3)
+REF_SHIFT_MM = (0.3, -0.3, 0.25)  # 0.49 mm in all
 REF_BLUR = 0.5
 REF_NOISE = 0.02
 #: Acquisitions of the simulated pairs (keys of mrisr.training.data.VALIDATION_CASES).
