@@ -365,8 +365,8 @@ class PatchSampler:
         """Voxels the misregistration may move a reference read beyond the truth's (an upper bound)."""
         d = self.cfg.degradation
         radius = (size - 1) / 2.0 * math.sqrt(3) * (2.0 if d.warp_probability > 0 else 1.0)
-        return int(math.ceil(radius * 3 * math.radians(d.reference_rotation) + math.sqrt(3) * d.reference_shift
-                             + math.sqrt(3) * d.reference_elastic + 2))
+        return math.ceil(radius * 3 * math.radians(d.reference_rotation) + math.sqrt(3) * d.reference_shift
+                         + math.sqrt(3) * d.reference_elastic + 2)
 
     def _misregistered_reference(self, subj: Subject, origin: tuple[int, int, int], size: int,
                                  rng: np.random.Generator, pad: int = 0) -> np.ndarray:
