@@ -202,15 +202,17 @@ def simulated_pairs(folder: Path, defaults, guided, done: set, log) -> list[dict
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: one line per (test, head, acquisition), a PSNR column per method, then guided - default."""
+    """Markdown: one line per (test, head, acquisition), a PSNR column per method, then each guided model minus
+    the last single-input model given (the newest default)."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    default = next((r["model"] for r in rows if r["method"] == "default"), None)
+    defaults = [m for m in models if any(r["model"] == m and r["method"] == "default" for r in rows)]
+    default = defaults[-1] if defaults else None  # the newest single-input model given
     guided = [m for m in models if any(r["model"] == m and r["method"] == "guided" for r in rows)]
     cells: dict = {}
     for r in rows:
         cells.setdefault((r["test"], r["head"], r["case"]), {})[r["model"]] = r["psnr"]
     head = "| test | head | acquisition |" + "".join(f" {m} |" for m in models)
-    head += "".join(f" {g.split()[0]} - default |" for g in guided) if default else ""
+    head += "".join(f" {g} - {default} |" for g in guided) if default else ""
     lines = [head, "|---|---|---|" + "---|" * (len(models) + (len(guided) if default else 0))]
     for (test, h, case), per in cells.items():
         line = f"| {test} | {h} | {case} |" + "".join(f" {per[m]:.2f} |" if m in per else " |" for m in models)
@@ -223,7 +225,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--guided", nargs="+", default=["recnn-guided-d8w32"], help="guided model names or folders")
+    ap.add_argument("--guided", nargs="*", default=["recnn-guided-d8w32"], help="guided model names or folders")
     ap.add_argument("--default", nargs="*", default=["recnn-d8w32"], help="single-input model(s)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--merge", type=Path, help="keep this JSON's rows; run only the models not in it")

@@ -53,7 +53,7 @@ def test_table_has_one_line_per_input_and_the_difference_column() -> None:
             {"method": "default", "model": "d 1", "test": "t", "head": "h", "case": "c", "psnr": 21.0},
             {"method": "guided", "model": "g 1", "test": "t", "head": "h", "case": "c", "psnr": 23.5}]
     text = bench.table(rows)
-    assert text.splitlines()[0] == "| test | head | acquisition | spline | d 1 | g 1 | g - default |"
+    assert text.splitlines()[0] == "| test | head | acquisition | spline | d 1 | g 1 | g 1 - d 1 |"
     assert text.splitlines()[2] == "| t | h | c | 20.00 | 21.00 | 23.50 | +2.50 |"
 
 
