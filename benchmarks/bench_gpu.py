@@ -143,7 +143,7 @@ def network_rows(model, args: argparse.Namespace, budget: Budget) -> list[dict]:
 
                 def forward():
                     with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=precision != "fp32"):
-                        return net(x) if c is None else net(x, c)
+                        return net(x) if c is None else net(x, c)  # noqa: F821 - x is bound until the del below
 
                 try:
                     times = timed(forward, args.repeat, sync_for(args.device))

@@ -11,6 +11,13 @@ spline of the same input is measured over the automatic head mask.
 Usage (from the repository root)::
 
     python benchmarks/bench_real_heads.py [MODEL ...] [--cases iso2-box thick4-box] [--json out.json]
+
+``--upscale`` measures through ``mrisr.upscale`` itself instead (each head
+cropped to whole LR voxels, degraded, written as an image with its LR
+affine, upscaled back to 1 voxel): columns spline, the model, and the model
+with ``--consistency`` and/or ``--adapt SECONDS`` (per-scan adaptation)::
+
+    python benchmarks/bench_real_heads.py recnn-d8w32 --upscale --consistency --adapt 90 --json out.json
 """
 
 from __future__ import annotations
@@ -35,6 +42,65 @@ def cpu_name() -> str:
     return f"{name} ({'/'.join(kinds) or 'no AVX2'})"
 
 
+def upscale_rows(model, cases: list[str], consistency: bool, adapt: float | None, log=print) -> list[dict]:
+    """Each real head x acquisition through ``mrisr.upscale`` (see the module docstring)."""
+    import nibabel as nib
+    import numpy as np
+
+    import mrisr
+    from mrisr.geometry import target_grid
+    from mrisr.masks import head_mask
+    from mrisr.metrics import psnr
+    from mrisr.training.data import VALIDATION_CASES
+    from mrisr.training.lr_pairs import crop_to_scale, degrade_to_lr
+    from mrisr.training.real_heads import HEADS, _read, data_folder
+
+    rows = []
+    for key, head in HEADS.items():
+        volume = _read(data_folder(), head)
+        for name in cases:
+            acq = VALIDATION_CASES[name]
+            scale = tuple(int(round(f)) for f in acq.factors)
+            hr = crop_to_scale(volume, scale)
+            mask = head_mask(hr)
+            lr = degrade_to_lr(hr, acq, np.random.default_rng(1234))
+            img = nib.Nifti1Image(lr, target_grid(np.eye(4), hr.shape, acq.factors).affine)
+            row = {"head": key, "case": name}
+            runs = {"spline": {"method": "spline"}, "model": {"model": model}}
+            if consistency:
+                runs["model+consistency"] = {"model": model, "consistency": True}
+            if adapt:
+                runs["model+adapt"] = {"model": model, "adapt": adapt}
+            for label, kw in runs.items():
+                t0 = time.perf_counter()
+                out = mrisr.upscale(img, spacing=1, **kw)
+                sr = np.asarray(out.dataobj, np.float32)
+                if sr.shape != hr.shape:
+                    raise RuntimeError(f"{key} {name}: output {sr.shape} is not the head's grid {hr.shape}")
+                row[label] = psnr(sr, hr, mask=mask)
+                row[f"{label}_seconds"] = round(time.perf_counter() - t0, 2)
+                info = out.extra["mrisr_report"].adapt
+                if info:
+                    row["adapt"] = info
+            rows.append(row)
+            log(f"{key:15s} {name:20s} " + "  ".join(f"{k} {row[k] - row['spline']:+.2f}" for k in runs
+                                                     if k != "spline") + f"  (spline {row['spline']:.2f} dB)")
+    return rows
+
+
+def upscale_table(rows: list[dict]) -> str:
+    """Markdown: PSNR gain over the spline per head and acquisition, one column per variant."""
+    labels = [k for k in rows[0] if k not in ("head", "case", "spline", "adapt") and not k.endswith("_seconds")]
+    lines = ["| head | acquisition | spline dB | " + " | ".join(f"{k} gain" for k in labels) + " |",
+             "|---|---|---|" + "---|" * len(labels)]
+    for r in rows:
+        lines.append(f"| {r['head']} | {r['case']} | {r['spline']:.2f} | "
+                     + " | ".join(f"{r[k] - r['spline']:+.2f}" for k in labels) + " |")
+    means = [sum(r[k] - r["spline"] for r in rows) / len(rows) for k in labels]
+    lines.append("| mean | | | " + " | ".join(f"{m:+.2f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", help="model names or folders (default: every shipped model but guided)")
@@ -42,12 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--ensemble", action="store_true", help="learned-upsampling models: the 8-flip median")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--upscale", action="store_true", help="measure through mrisr.upscale (see above)")
+    ap.add_argument("--consistency", action="store_true", help="with --upscale: also with --consistency")
+    ap.add_argument("--adapt", type=float, help="with --upscale: also with --adapt for this many seconds")
     args = ap.parse_args(argv)
 
     import torch
 
     from mrisr.registry import list_models, load_model
-    from mrisr.training.export import real_head_table, real_head_report
+    from mrisr.training.export import real_head_report, real_head_table
 
     names = args.models or [m.name for m in list_models() if "guided" not in m.name]
     out = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "precision": args.precision, "models": {}}
@@ -55,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(name)
         print(f"== {model.name} {model.card.version}  ({out['cpu']}, {out['threads']} threads)", flush=True)
         t0 = time.perf_counter()
+        if args.upscale:
+            from mrisr.training.real_heads import REAL_CASES
+
+            rows = upscale_rows(model, args.cases or REAL_CASES, args.consistency, args.adapt)
+            out["models"][f"{model.name} {model.card.version}"] = {"rows": rows,
+                                                                   "seconds": time.perf_counter() - t0}
+            print(upscale_table(rows), flush=True)
+            continue
         rows = real_head_report(model, args.cases, precision=args.precision, ensemble=args.ensemble)
         out["models"][f"{model.name} {model.card.version}"] = {"rows": rows, "seconds": time.perf_counter() - t0}
         print(real_head_table(rows), flush=True)

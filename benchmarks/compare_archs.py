@@ -575,7 +575,7 @@ def markdown(results: dict, settings: dict) -> str:
             lines.append(f"| {name} + 8-flip median | | | | | | "
                          + " | ".join(_cell(e, c, a, "ensemble") for c, a in pairs) + " | |")
     return "\n".join([
-        f"# Architectures under one protocol\n",
+        "# Architectures under one protocol\n",
         f"Protocol (docs/models.md): data, hold-out and acquisition distribution of `{p['base_config']}`; "
         f"{_budget_text(p)}; learning rate {p['lr']:g} to {SCHEDULE['min_lr']:g} (cosine), loss `{p['loss']}` "
         f"(auto: each paper's), batch {p['batch']}, patch {p['patch']}, {p['precision']}. Evaluation: held-out "
@@ -583,7 +583,8 @@ def markdown(results: dict, settings: dict) -> str:
         "head mask; gain = network minus the cubic spline of the same low-resolution volume (learned-upsampling "
         "rows: their slab is cropped to whole low-resolution voxels, so their spline differs slightly from the "
         "spline row). FLOP/voxel: per output voxel of a 32^3 output. s/step: seconds per training step, "
-        f"calibrated (with --steps: training wall seconds over steps). CPU s: `mrisr.upscale` of the 1 mm template from the named input, bf16, {settings['head_threads']} "
+        f"calibrated (with --steps: training wall seconds over steps). CPU s: `mrisr.upscale` of the 1 mm template "
+        f"from the named input, bf16, {settings['head_threads']} "
         "threads, best of 2.\n",
         "\n".join(lines) + "\n",
         f"Reproduce: `{results.get('command', '')}` (resumable); one row: `mrisr train --config "

@@ -36,14 +36,31 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import InputError, MrisrError, OutputError
 from .ensemble import STD_SUFFIX, std_path
+from .errors import InputError, MrisrError, OutputError
 from .geometry import DEFAULT_MAX_VOXELS
 from .model_card import file_sha256
-from .naming import (OUTPUT_SUFFIXES, dataset_description, is_image_name, is_nifti_name, output_name,
-                     output_stem, sidecar_path, split_extension)
-from .pipeline import (UpscaleReport, check_adapt_args, check_guide_args, check_spacing_args, check_trust_args, load_model_once,
-                       plan_grid, resolve_method, upscale_volume)
+from .naming import (
+    OUTPUT_SUFFIXES,
+    dataset_description,
+    is_image_name,
+    is_nifti_name,
+    output_name,
+    output_stem,
+    sidecar_path,
+    split_extension,
+)
+from .pipeline import (
+    UpscaleReport,
+    check_adapt_args,
+    check_guide_args,
+    check_spacing_args,
+    check_trust_args,
+    load_model_once,
+    plan_grid,
+    resolve_method,
+    upscale_volume,
+)
 from .registration import transform_path
 
 #: Job states: planned, done, left alone (output exists), or failed.

@@ -33,7 +33,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .errors import MrisrError

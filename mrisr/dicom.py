@@ -17,10 +17,10 @@ origins, so a gantry tilt gives a (correct) sheared affine.
 The folder is scanned without descending into sub-folders; hidden files are
 skipped. Files count as DICOM when they carry the ``DICM`` marker at byte 128.
 
-Example:
-    >>> from mrisr.dicom import list_series
-    >>> [(s.uid, s.n_slices) for s in list_series("scans/T2_AX")]   # doctest: +SKIP
-    [('1.3.12.2.1107...', 30)]
+Example (``scans/T2_AX`` a folder of DICOM slices)::
+
+    from mrisr.dicom import list_series
+    [(s.uid, s.n_slices) for s in list_series("scans/T2_AX")]   # [('1.3.12.2.1107...', 30)]
 """
 
 from __future__ import annotations
@@ -120,8 +120,11 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     """True if ``path`` is a file with the DICOM marker (``DICM`` at byte 128).
 
     Example:
-        >>> is_dicom_file("scans/T2_AX/IM0001")           # doctest: +SKIP
-        True
+        >>> from mrisr.sample import sample_path
+        >>> is_dicom_file(sample_path())   # a NIfTI file
+        False
+
+    and ``is_dicom_file("scans/T2_AX/IM0001")`` is True for a DICOM slice.
     """
     try:
         with open(path, "rb") as f:
@@ -135,8 +138,11 @@ def is_dicom_folder(folder: str | os.PathLike[str]) -> bool:
     """True if ``folder`` is a folder holding at least one DICOM file (not recursive).
 
     Example:
-        >>> is_dicom_folder("scans/T2_AX")                 # doctest: +SKIP
-        True
+        >>> from mrisr.sample import sample_path
+        >>> is_dicom_folder(sample_path().parent)   # the folder of mrisr's NIfTI sample
+        False
+
+    and ``is_dicom_folder("scans/T2_AX")`` is True for a folder of DICOM slices.
     """
     p = Path(folder)
     return p.is_dir() and any(is_dicom_file(f) for f in _candidates(p))
@@ -155,8 +161,14 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
         InputError: if the folder cannot be listed.
 
     Example:
-        >>> for s in list_series("incoming/"):                       # doctest: +SKIP
-        ...     print(s.uid, s.description, s.n_slices)
+        >>> from mrisr.sample import sample_path
+        >>> list_series(sample_path().parent)   # no DICOM files there
+        []
+
+    and for a folder ``incoming/`` of DICOM slices::
+
+        for s in list_series("incoming/"):
+            print(s.uid, s.description, s.n_slices)
     """
     groups = _scan(Path(folder))
     return [SeriesInfo(uid=uid, description=sl[0].description, n_slices=len(sl),
@@ -180,8 +192,9 @@ def load_dicom_folder(folder: str | os.PathLike[str], *, series: str | None = No
         InputError: no DICOM images, several series and no ``series``, an
             unknown ``series``, inconsistent slices, uneven gaps, unreadable pixels.
 
-    Example:
-        >>> vol = load_dicom_folder("scans/T2_AX")      # doctest: +SKIP
+    Example (``scans/T2_AX`` a folder of DICOM slices)::
+
+        vol = load_dicom_folder("scans/T2_AX")
     """
     p = Path(folder)
     groups, damaged = _scan_all(p)
@@ -212,10 +225,10 @@ def load_dicom_folder(folder: str | os.PathLike[str], *, series: str | None = No
 def load_dicom_file(path: str | os.PathLike[str]) -> Volume:
     """Read a single DICOM file (one slice, or a multi-frame image).
 
-    Example:
-        >>> vol = load_dicom_file("scans/T2_AX/IM0001")    # doctest: +SKIP
-        >>> vol.data.shape                                   # doctest: +SKIP
-        (256, 256, 1)
+    Example (``scans/T2_AX/IM0001`` one DICOM slice)::
+
+        vol = load_dicom_file("scans/T2_AX/IM0001")
+        vol.data.shape   # (256, 256, 1)
     """
     from .io import read_sitk_image, sitk_volume
 
@@ -238,7 +251,7 @@ def lone_slice_affine(affine: np.ndarray, thickness: float | None, warnings: lis
     and a warning says so.
 
     Example:
-        >>> lone_slice_affine(np.eye(4), 2.5, [])[2, 2]
+        >>> float(lone_slice_affine(np.eye(4), 2.5, [])[2, 2])
         2.5
     """
     out = np.array(affine, dtype=np.float64)

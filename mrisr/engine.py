@@ -49,8 +49,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import (DTYPES, cpu_bf16_warning, cpu_threads, empty_cache, is_out_of_memory, memory_budget,
-                     resolve_device, resolve_precision)
+from .device import (
+    DTYPES,
+    cpu_bf16_warning,
+    cpu_threads,
+    empty_cache,
+    is_out_of_memory,
+    memory_budget,
+    resolve_device,
+    resolve_precision,
+)
 from .errors import InputError, ModelError, MrisrError
 from .inference_net import prepare as prepare_forward
 from .intensity import normalising_scale, robust_scale

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def parse_spacing(values: float | Sequence[float], what: str = "spacing") -> tup
         >>> parse_spacing([1, 1, 3])
         (1.0, 1.0, 3.0)
     """
-    vals = [values] if np.isscalar(values) else list(values)
+    vals: list[Any] = [values] if np.isscalar(values) else list(values)  # type: ignore[arg-type]
     if len(vals) not in (1, 3):
         raise GeometryError(f"{what} takes 1 or 3 values, got {len(vals)}: {vals}")
     out = []

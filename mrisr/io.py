@@ -22,8 +22,10 @@ Inputs are only ever opened read-only. See ``docs/inputs-and-outputs.md``.
 
 Example:
     >>> from mrisr.io import load_volume
-    >>> vol = load_volume("t2.nii.gz")            # doctest: +SKIP
-    >>> vol.data.shape, vol.spacing                # doctest: +SKIP
+    >>> from mrisr.sample import sample_path
+    >>> vol = load_volume(sample_path())
+    >>> vol.data.shape, vol.spacing.tolist()
+    ((98, 116, 94), [2.0, 2.0, 2.0])
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ _CHUNK = 1 << 24
 # displacement vector, RGB / RGBA vector).
 _VECTOR_INTENTS = {1005: "symmetric matrix", 1006: "displacement vector", 1007: "vector",
                    2003: "RGB vector", 2004: "RGBA vector"}
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: LPS <-> RAS (its own inverse): negate x and y. ITK, SimpleITK and DICOM are LPS; NIfTI and mrisr are RAS.
+FLIP_LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- public
@@ -104,8 +107,9 @@ def load_volume(path: str | os.PathLike[str], *, series: str | None = None, nan_
             refused (see ``docs/inputs-and-outputs.md``).
 
     Example:
-        >>> vol = load_volume("sub-01_T2w.nii.gz")    # doctest: +SKIP
-        >>> vol.affine.shape, vol.data.dtype           # doctest: +SKIP
+        >>> from mrisr.sample import sample_path
+        >>> vol = load_volume(sample_path())
+        >>> vol.affine.shape, vol.data.dtype
         ((4, 4), dtype('float32'))
     """
     p = Path(path).expanduser()
@@ -183,7 +187,10 @@ def read_nifti_geometry(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple
         InputError: naming the file and what is wrong with its header.
 
     Example:
-        >>> affine, shape = read_nifti_geometry("t2.nii.gz")   # doctest: +SKIP
+        >>> from mrisr.sample import sample_path
+        >>> affine, shape = read_nifti_geometry(sample_path())
+        >>> affine.shape, shape
+        ((4, 4), (98, 116, 94))
     """
     p = Path(path).expanduser()
     _check_readable(p)
@@ -206,7 +213,7 @@ def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
         >>> lps_to_ras(np.eye(4))[:3, :3].diagonal().tolist()
         [-1.0, -1.0, 1.0]
     """
-    return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
+    return FLIP_LPS_RAS @ np.asarray(affine_lps, dtype=np.float64)
 
 
 def sitk_to_ras(image: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -738,7 +745,9 @@ def read_sitk_image(p: Path) -> Any:
     """Read ``p`` with SimpleITK, turning its exceptions into an InputError.
 
     Example:
-        >>> img = read_sitk_image(Path("t1.nrrd"))     # doctest: +SKIP
+        >>> from mrisr.sample import sample_path
+        >>> read_sitk_image(sample_path()).GetSize()   # any format SimpleITK reads; here NIfTI
+        (98, 116, 94)
     """
     import SimpleITK as sitk
 

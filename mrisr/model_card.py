@@ -32,8 +32,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,15 +357,24 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`mrisr.writer.save_bytes_atomic`: never a half-written
+    file, an earlier one replaced only by a complete one).
+
+    Example:
+        >>> atomic_save({"step": 3}, "state.pt")
+        >>> import torch; torch.load("state.pt")
+        {'step': 3}
+    """
+    import io
+
+    import torch
+
+    from .writer import save_bytes_atomic
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    save_bytes_atomic(buffer.getvalue(), path, force=True)
 
 
 def save_model(network: nn.Module, folder: str | Path, **card_fields: Any) -> ModelCard:
@@ -404,6 +411,8 @@ def save_model(network: nn.Module, folder: str | Path, **card_fields: Any) -> Mo
     """
     import torch
 
+    from .writer import save_bytes_atomic
+
     folder = Path(folder)
     weights = card_fields.pop("weights", WEIGHTS_FILE)
     for key in ("architecture", "receptive_radius", "sha256"):
@@ -414,16 +423,17 @@ def save_model(network: nn.Module, folder: str | Path, **card_fields: Any) -> Mo
     fields = {"name": folder.name, "version": "0.1.0", "description": "", "default": False, "validation": {},
               "normalisation": {"method": "robust_scale", "percentile": _default_percentile()}}
     fields.update(card_fields)
-    fields.update(architecture={"name": architecture_name(network), "params": dict(network.config())},
-                  receptive_radius=int(network.receptive_radius), weights=weights, sha256="0" * 64)
+    fields.update(architecture={"name": architecture_name(network), "params": dict(network.config())},  # type: ignore[operator]
+                  receptive_radius=int(network.receptive_radius),  # type: ignore[arg-type]
+                  weights=weights, sha256="0" * 64)
     ModelCard.from_dict(fields, source=folder / CARD_FILE)  # validate before writing anything
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() if v.is_floating_point() else v.detach().cpu()
              for k, v in network.state_dict().items()}
-    _atomic_write(folder / weights, lambda tmp: torch.save(state, tmp))
+    atomic_save(state, folder / weights)
     fields["sha256"] = file_sha256(folder / weights)
     text = json.dumps(fields, indent=2, sort_keys=False) + "\n"
-    _atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    save_bytes_atomic(text.encode("utf-8"), folder / CARD_FILE, force=True)
     return read_card(folder / CARD_FILE)
 
 

@@ -19,7 +19,10 @@ plain words, when the input lies outside that:
    intensities in the foreground.
 5. **Very noisy**: the noise sigma, estimated below, is above
    ``MAX_NOISE`` (8 %, twice the noisiest training data) of the robust scale.
-6. **No spatial structure**: the noise sigma is above ``MAX_STRUCTURE``
+6. **Brightest tissue far beyond training**: the 99.5th percentile of the
+   foreground is above ``MAX_BRIGHT`` (6) times its median (training covers
+   the templates' 1.3-2.9, with the brightest tissue boosted up to 2.5x).
+7. **No spatial structure**: the noise sigma is above ``MAX_STRUCTURE``
    (50 %) of the standard deviation of the foreground intensities:
    neighbouring voxels are nearly unrelated, as in random noise.
 
@@ -57,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from .intensity import robust_scale
+from .intensity import foreground_median, robust_scale
 
 #: Voxels above this fraction of the robust scale are foreground.
 FOREGROUND = 0.1
@@ -75,6 +78,9 @@ MIN_LEVELS = 16
 MAX_NOISE = 0.08
 #: Warn when the noise sigma exceeds this fraction of the foreground's standard deviation.
 MAX_STRUCTURE = 0.5
+#: Warn when the brightest tissue (99.5th percentile of the foreground) exceeds this many times the
+#: foreground median: training covers the templates' 1.3-2.9 with the brightest tissue boosted up to 2.5x.
+MAX_BRIGHT = 6.0
 #: Volumes smaller than this are not checked (too few voxels to judge).
 MIN_VOXELS = 4096
 #: Largest number of voxels used for the histogram measures (a strided subsample).
@@ -95,6 +101,9 @@ class InputAssessment:
         noise_sigma: Estimated noise sigma (input units).
         noise_relative: ``noise_sigma / scale``.
         structure: ``noise_sigma`` over the foreground's standard deviation.
+        bright_ratio: 99.5th percentile of the foreground over its median
+            (:func:`mrisr.intensity.foreground_median`): how far the brightest
+            tissue (scalp fat, vessels, contrast agent) sits above the bulk.
         warnings: One plain sentence per rule that fired.
     """
 
@@ -106,6 +115,7 @@ class InputAssessment:
     noise_sigma: float | None = None
     noise_relative: float | None = None
     structure: float | None = None
+    bright_ratio: float | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -197,6 +207,8 @@ def assess_input(data: np.ndarray, input_spacing: Sequence[float] | None = None,
     out.foreground_fraction = float(fg_sample.size / max(sample.size, 1))
     out.levels = int(np.unique(fg_sample[:200_000]).size) if fg_sample.size else 0
     out.levels = min(out.levels, 1000)
+    if fg_sample.size:
+        out.bright_ratio = float(np.percentile(fg_sample, 99.5) / foreground_median(x))
     sigma = noise_sigma(x, x > TISSUE * scale)
     if not math.isnan(sigma):
         out.noise_sigma = sigma
@@ -214,6 +226,10 @@ def assess_input(data: np.ndarray, input_spacing: Sequence[float] | None = None,
     elif out.levels < MIN_LEVELS:
         w.append(f"the image holds only {out.levels} distinct intensities: it looks like a label map or a mask, "
                  "not an MR image; the network is meant for MR images.")
+    if out.bright_ratio is not None and out.bright_ratio > MAX_BRIGHT:
+        w.append(f"the brightest tissue is {out.bright_ratio:.1f} times the median intensity of the head (training "
+                 f"covers up to about {MAX_BRIGHT:g}x): bright structures far beyond the training contrast may be "
+                 "over-sharpened; compare with --method spline or use --consistency.")
     if out.structure is not None and out.structure > MAX_STRUCTURE:
         w.append(f"neighbouring voxels are nearly unrelated (estimated noise {_pct(out.structure)} of the "
                  "intensity spread): the image has little spatial structure, like random noise; the network "

@@ -179,17 +179,10 @@ class UpscaleResult(_UpscaleTuple):
 
 
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    """Plain JSON types, NaN and Inf kept (:func:`mrisr.writer.jsonable`)."""
+    from .writer import jsonable
+
+    return jsonable(obj, finite=False)
 
 
 def check_spacing_args(spacing: float | Sequence[float] | None,
@@ -826,14 +819,11 @@ def to_nifti(data: np.ndarray, affine: np.ndarray, template: Volume | None = Non
     returned by :func:`upscale` carry the same header as files written by
     ``mrisr upscale``.
     """
-    from . import writer
-    from .geometry import check_affine
+    from .writer import nifti_image
 
-    raw, slope, inter = writer.encode_data(np.asarray(data), dtype, template)
-    # The writer has no public in-memory builder yet; _nifti_image is its header policy.
-    built = writer._nifti_image(raw, check_affine(affine, "output affine"), template, slope, inter)
-    # It leaves img.affine None (for writing); give in-memory users the affine.
-    # The header's sform already equals it, so nibabel keeps the header's codes.
+    built = nifti_image(data, affine, template=template, dtype=dtype)
+    # upscale's images carry the affine a written file holds: the header's (float32) sform, not the float64 one.
+    # The header's sform equals it, so nibabel keeps the header's codes.
     img = type(built)(built.dataobj, built.header.get_best_affine(), built.header)
     img.header.set_slope_inter(*built.header.get_slope_inter())
     return img

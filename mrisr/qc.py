@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .errors import MrisrError, OutputError
+from .errors import MrisrError
 from .geometry import TargetGrid, voxel_sizes
 from .naming import sidecar_path, split_extension
 from .volume import Volume
@@ -80,7 +78,7 @@ def require_matplotlib() -> None:
     """Raise :class:`QCUnavailableError` unless matplotlib can be imported.
 
     Example:
-        >>> require_matplotlib()   # doctest: +SKIP
+        >>> require_matplotlib()   # matplotlib installed: nothing happens
     """
     try:
         import matplotlib  # noqa: F401
@@ -184,7 +182,7 @@ def make_planes(point: Sequence[float], corners: np.ndarray, pixel: float,
     Example:
         >>> planes = make_planes([0, 0, 0], fov_corners(np.eye(4), (4, 4, 4)), 1.0)
         >>> [p.name for p in planes], planes[0].points.shape, planes[0].edges
-        (['axial', 'coronal', 'sagittal'], (5, 5, 3), ('L', 'R', 'P', 'A'))
+        (['axial', 'coronal', 'sagittal'], (6, 6, 3), ('L', 'R', 'P', 'A'))
     """
     p = np.asarray(point, dtype=np.float64)
     rel = np.asarray(corners, dtype=np.float64) - p
@@ -451,32 +449,10 @@ def _colorbar(fig: Any, axes: Any, mappable: Any, columns: range, label: str) ->
 
 
 def _write_atomic(path: Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` through a temporary file in the same folder."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: the folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=".png", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write in {folder} ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write the QC picture ({exc.strerror or exc})") from None
-        raise
-    return path
+    """Write ``payload`` to ``path`` via a temporary file in its folder (:func:`mrisr.writer.save_bytes_atomic`)."""
+    from .writer import save_bytes_atomic
+
+    return save_bytes_atomic(payload, path, force=True)
 
 
 # ----------------------------------------------------------------- files
@@ -508,7 +484,13 @@ def qc_files(input: str | Path, output: str | Path, png: str | Path | None = Non
         OutputError: the PNG cannot be written.
 
     Example:
-        >>> qc_files("t2.nii.gz", "t2_sr.nii.gz")   # doctest: +SKIP
+        >>> from mrisr.io import load_volume
+        >>> from mrisr.sample import sample_path
+        >>> from mrisr.writer import save_volume
+        >>> vol = load_volume(sample_path())
+        >>> save_volume(vol.data, vol.affine, "t2_sr.nii.gz")   # stands in for an output (no sidecar)
+        PosixPath('t2_sr.nii.gz')
+        >>> qc_files(sample_path(), "t2_sr.nii.gz")
         PosixPath('t2_sr_qc.png')
     """
     from .io import load_volume

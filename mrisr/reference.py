@@ -144,10 +144,12 @@ def check_reference_spacing(reference_affine: np.ndarray, grid: TargetGrid, path
         >>> from mrisr.geometry import target_grid
         >>> grid = target_grid(np.diag([2.0, 2.0, 2.0, 1.0]), (8, 8, 8), 1.0)
         >>> check_reference_spacing(np.eye(4), grid)
-        >>> check_reference_spacing(np.diag([1.0, 1.0, 3.0, 1.0]), grid)
+        >>> check_reference_spacing(np.diag([1.0, 1.0, 3.0, 1.0]), grid)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        mrisr.errors.InputError: the reference's voxels (1 x 1 x 3 mm) are coarser than the output spacing (1 x 1 x 1 mm): along the output's voxel axes they span 1 x 1 x 3 mm; a guide must be at least as fine as the output (5% tolerance)
+        mrisr.errors.InputError: the reference's voxels (1 x 1 x 3 mm) are coarser than the output spacing
+        (1 x 1 x 1 mm): along the output's voxel axes they span 1 x 1 x 3 mm; a guide must be at least as fine as the
+        output (5% tolerance)
     """
     steps = reference_steps(reference_affine, grid.affine)
     limit = np.asarray(grid.spacing) * SPACING_TOLERANCE
@@ -158,7 +160,7 @@ def check_reference_spacing(reference_affine: np.ndarray, grid: TargetGrid, path
                                f"({SPACING_TOLERANCE - 1:.0%} tolerance)")
 
 
-def _fmt(values: Sequence[float]) -> str:
+def _fmt(values: Sequence[float] | np.ndarray) -> str:
     return " x ".join(f"{float(v):.3g}" for v in values)
 
 
@@ -269,10 +271,12 @@ def resample_reference(reference: Volume, grid: TargetGrid, *, transform: np.nda
         >>> from mrisr.geometry import target_grid
         >>> grid = target_grid(np.eye(4), (10, 10, 10), 1.0)
         >>> far = np.diag([1.0, 1.0, 1.0, 1.0]); far[:3, 3] = 8
-        >>> resample_reference(Volume(np.ones((10, 10, 10), np.float32), far), grid)
+        >>> resample_reference(Volume(np.ones((10, 10, 10), np.float32), far), grid)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        mrisr.errors.InputError: the reference covers 0.8% of the output's field of view (at least 50% needed): is it a scan of the same head, and in the same scanner coordinates? --register rigid aligns small head movements, not unrelated positions
+        mrisr.errors.InputError: the reference covers 0.8% of the output's field of view (at least 50% needed): is it a
+        scan of the same head, and in the same scanner coordinates? --register rigid aligns small head movements, not
+        unrelated positions
     """
     reference = as_reference(reference)
     sizes = voxel_sizes(reference.affine)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def custom_model_warning(loaded: LoadedModel | Any) -> str | None:
     whether the weights are the shipped ones (a copy) or not.
 
     Example:
-        >>> custom_model_warning(load_model()) is None      # doctest: +SKIP
+        >>> custom_model_warning(load_model()) is None   # the shipped default model
         True
     """
     folder, name = getattr(loaded, "path", None), getattr(loaded, "name", None)
@@ -147,12 +147,12 @@ def find_card(name_or_path: str | Path | None = None) -> ModelCard:
                          "pass a model name or the path of a model folder")
     if _looks_like_path(name_or_path):
         return read_card(name_or_path)
-    cards = {c.name: c for c in list_models()}
-    if name_or_path in cards:
-        return cards[name_or_path]
-    close = difflib.get_close_matches(str(name_or_path), list(cards), n=1)
+    by_name = {c.name: c for c in list_models()}
+    if name_or_path in by_name:
+        return by_name[str(name_or_path)]
+    close = difflib.get_close_matches(str(name_or_path), list(by_name), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    known = ", ".join(cards) or "none shipped"
+    known = ", ".join(by_name) or "none shipped"
     raise ModelError(f"unknown model {name_or_path!r}; known models: {known}.{hint} "
                      "A path to a model folder or card.json also works.")
 
@@ -174,7 +174,7 @@ def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
     return instantiate(find_card(name_or_path))
 
 
-def _fmt(values: Sequence[float]) -> str:
+def _fmt(values: Iterable[float]) -> str:
     return " x ".join(f"{v:g}" for v in values)
 
 

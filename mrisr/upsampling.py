@@ -79,10 +79,11 @@ def check_factors(scale: Sequence[int], factors: Sequence[float], model: str = "
 
     Example:
         >>> check_factors((1, 1, 4), (1.0, 0.8, 4.5))
-        >>> check_factors((2, 2, 2), (2, 2, 1.5))  # doctest: +ELLIPSIS
+        >>> check_factors((2, 2, 2), (2, 2, 1.5))  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        mrisr.errors.MrisrError: the model refines voxel axis 2 by 2 (a learned-upsampling network, ...) but the requested factor along it is 1.5; ...
+        mrisr.errors.MrisrError: the model refines voxel axis 2 by 2 (a learned-upsampling network, ...)
+        but the requested factor along it is 1.5; ...
     """
     for axis, (s, f) in enumerate(zip(scale, factors)):
         if s > 1 and f < s - FACTOR_TOLERANCE:
@@ -258,10 +259,25 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     """
     import torch
 
-    from .device import (cpu_bf16_warning, cpu_threads, empty_cache, is_out_of_memory, memory_budget, resolve_device,
-                         resolve_precision)
-    from .engine import (BACKGROUND, MAX_RETRIES, EngineStats, _check_volume, _patch_sides, _positive, _shrink,
-                         bytes_per_voxel)
+    from .device import (
+        cpu_bf16_warning,
+        cpu_threads,
+        empty_cache,
+        is_out_of_memory,
+        memory_budget,
+        resolve_device,
+        resolve_precision,
+    )
+    from .engine import (
+        BACKGROUND,
+        MAX_RETRIES,
+        EngineStats,
+        _check_volume,
+        _patch_sides,
+        _positive,
+        _shrink,
+        bytes_per_voxel,
+    )
     from .errors import ModelError
     from .intensity import normalising_scale
     from .masks import network_mask
@@ -277,7 +293,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
     if axes != (0, 1, 2):
         data = np.ascontiguousarray(data.transpose(axes))
-        sides = None if sides is None else tuple(sides[a] for a in axes)  # patch sides follow their input axes
+        sides = None if sides is None else tuple(sides[a] for a in axes)  # type: ignore[assignment]  # follow the axes
     background = BACKGROUND if background is None else background
     with cpu_threads(threads):
         dev = resolve_device(device)

@@ -29,8 +29,11 @@ renamed onto the final name. On any failure (including Ctrl-C) the temporary
 file is removed and an earlier output stays untouched.
 
 Example:
+    >>> from mrisr.io import load_volume
+    >>> from mrisr.sample import sample_path
     >>> from mrisr.writer import save_volume
-    >>> save_volume(vol.data, vol.affine, "out_sr.nii.gz", template=vol)   # doctest: +SKIP
+    >>> vol = load_volume(sample_path())
+    >>> save_volume(vol.data, vol.affine, "out_sr.nii.gz", template=vol)
     PosixPath('out_sr.nii.gz')
 """
 
@@ -94,8 +97,8 @@ def save_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike[st
 
     Example:
         >>> import numpy as np
-        >>> save_volume(np.zeros((4, 4, 4)), np.eye(4), "/tmp/zeros.nii.gz", force=True)   # doctest: +SKIP
-        PosixPath('/tmp/zeros.nii.gz')
+        >>> save_volume(np.zeros((4, 4, 4)), np.eye(4), "zeros.nii.gz", force=True)
+        PosixPath('zeros.nii.gz')
     """
     out = check_output_path(path, force=force, inputs=inputs)
     aff = check_affine(affine, "output affine")
@@ -156,11 +159,11 @@ def save_json_atomic(obj: Any, path: str | os.PathLike[str], force: bool = False
         TypeError: for objects JSON cannot represent.
 
     Example:
-        >>> save_json_atomic({"psnr": 31.2}, "/tmp/out_sr.json", force=True)   # doctest: +SKIP
-        PosixPath('/tmp/out_sr.json')
+        >>> save_json_atomic({"psnr": 31.2}, "out_sr.json", force=True)
+        PosixPath('out_sr.json')
     """
     out = check_output_path(path, force=force, suffixes=())
-    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
     _atomic_write(out, force, lambda f: f.write(text.encode("utf-8")), lambda tmp: json.loads(tmp.read_bytes()))
     return out
 
@@ -177,8 +180,8 @@ def save_bytes_atomic(data: bytes, path: str | os.PathLike[str], *, force: bool 
             unwritable, write or verification failure.
 
     Example:
-        >>> save_bytes_atomic(b"#Insight Transform File V1.0\\n", "/tmp/x.tfm", force=True)   # doctest: +SKIP
-        PosixPath('/tmp/x.tfm')
+        >>> save_bytes_atomic(b"#Insight Transform File V1.0\\n", "x.tfm", force=True)
+        PosixPath('x.tfm')
     """
     out = check_output_path(path, force=force, suffixes=())
     _atomic_write(out, force, lambda f: f.write(data), verify)
@@ -520,23 +523,33 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.expanduser().resolve()
 
 
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types: NumPy to Python, paths to strings, NaN/Inf to None."""
+def jsonable(obj: Any, *, finite: bool = True) -> Any:
+    """Plain JSON types: NumPy to Python, paths to strings, tuples and sets to lists, keys to strings.
+
+    With ``finite`` (the sidecars: strict JSON) NaN and Inf become None; without, they stay floats
+    (:meth:`mrisr.pipeline.UpscaleReport.to_dict`).
+
+    Example:
+        >>> jsonable({"spacing": np.array([1.0, 1.0, 2.0]), "psnr": np.float32(np.nan), 3: Path("a.nii")})
+        {'spacing': [1.0, 1.0, 2.0], 'psnr': None, '3': 'a.nii'}
+        >>> jsonable([np.float64(np.inf)], finite=False)
+        [inf]
+    """
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v, finite=finite) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v, finite=finite) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist(), finite=finite)
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item(), finite=finite)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
+    if finite and isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
 
 
-__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "check_output_path",
+__all__ = ["save_volume", "nifti_image", "save_json_atomic", "save_bytes_atomic", "jsonable", "check_output_path",
            "check_name_length", "name_max", "encode_data",
            "has_shear", "OUTPUT_SUFFIXES", "DTYPES"]

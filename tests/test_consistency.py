@@ -9,8 +9,19 @@ import pytest
 from scipy import ndimage
 
 from mrisr import pipeline
-from mrisr.consistency import (NOISE_FACTOR, ConsistencyTracker, Projector, acquisition_operators, consistency_error,
-                               input_grid, noise_weights, residual_noise, robust_range, select_psf, weigh_residual)
+from mrisr.consistency import (
+    NOISE_FACTOR,
+    ConsistencyTracker,
+    Projector,
+    acquisition_operators,
+    consistency_error,
+    input_grid,
+    noise_weights,
+    residual_noise,
+    robust_range,
+    select_psf,
+    weigh_residual,
+)
 from mrisr.degradation import PSFS, degrade
 from mrisr.errors import MrisrError
 from mrisr.geometry import target_grid

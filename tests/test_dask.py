@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import distributed as _dask_distributed  # noqa: F401 - in the test extra: missing is a failure, not a skip
 import pytest
 from typer.testing import CliRunner
 
@@ -14,10 +15,7 @@ from mrisr.batch import BatchSettings, plan_batch
 from mrisr.cli.app import app
 from mrisr.distributed import parse_scheduler, run_on_worker
 from mrisr.errors import MrisrError
-
 from test_jobs import inputs, tiny_model  # noqa: F401 - the fixtures of the --jobs tests
-
-import distributed as _dask_distributed  # noqa: F401 - in the test extra: missing is a failure, not a skip
 
 VOLATILE = ("seconds", "timings", "output", "sidecar", "threads")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from helpers import sitk_image, write_dicom_slice

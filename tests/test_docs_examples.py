@@ -58,7 +58,8 @@ def _pages() -> list[Path]:
 
 
 def test_block_extraction():
-    text = "x\n```python\na = 1\n```\n\n<!-- no-test -->\n\n```python\nraise SystemExit\n```\n  ```python\n  b = 2\n  ```\n"
+    text = ("x\n```python\na = 1\n```\n\n<!-- no-test -->\n\n```python\nraise SystemExit\n```\n"
+            "  ```python\n  b = 2\n  ```\n")
     blocks, skipped = python_blocks(text)
     assert blocks == [(2, "a = 1"), (11, "b = 2")] and skipped == 1
 

@@ -21,8 +21,6 @@ from mrisr.resample import resample_to_grid
 from mrisr.tiling import plan_tiles
 
 
-
-
 def loaded(net: nn.Module, radius: int | None = None) -> LoadedModel:
     radius = net.receptive_radius if radius is None else radius
     card = example_card(receptive_radius=radius, architecture={"name": "recnn", "params": {}})

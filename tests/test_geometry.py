@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from mrisr.errors import GeometryError, MrisrError
-from mrisr.geometry import (block_average_affine, check_affine, parse_spacing, spacing_from_factor, target_grid,
-                            voxel_sizes)
+from mrisr.geometry import (
+    block_average_affine,
+    check_affine,
+    parse_spacing,
+    spacing_from_factor,
+    target_grid,
+    voxel_sizes,
+)
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:

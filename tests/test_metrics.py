@@ -230,7 +230,7 @@ def test_evaluate_accepts_mask_array_and_image():
 # ------------------------------------------------------------------- CLI
 
 
-def _write(path, data, affine=np.eye(4)):
+def _write(path, data, affine=np.eye(4)):  # noqa: B008 - read, never changed
     nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), str(path))
     return path
 

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from mrisr.naming import (dataset_description, is_bids_name, is_nifti_name, output_name, parse_bids_name,
-                          sidecar_path, split_extension)
+from mrisr.naming import (
+    dataset_description,
+    is_bids_name,
+    is_nifti_name,
+    output_name,
+    parse_bids_name,
+    sidecar_path,
+    split_extension,
+)
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -249,7 +249,8 @@ def test_huge_declared_dimensions_fail_that_input_before_planning(tmp_path, suff
 
 def test_vox_offset_past_the_end_is_truncated(tmp_path):
     bad = patch(saved(tmp_path / "far.nii", np.ones(SHAPE, np.float32)), VOX_OFFSET, "<f", 1e6)
-    assert reason(bad) == "truncated: the header promises 1,000,096 bytes (shape (3, 4, 2), float32), the file holds 448"
+    assert reason(bad) == ("truncated: the header promises 1,000,096 bytes (shape (3, 4, 2), float32), "
+                           "the file holds 448")
 
 
 @pytest.mark.parametrize("offset,words", [(100.0, "data offset 100 lies inside the header"),

@@ -15,8 +15,18 @@ from typer.testing import CliRunner
 from mrisr.cli.app import app
 from mrisr.errors import MrisrError
 from mrisr.geometry import target_grid
-from mrisr.qc import (INSTALL_HINT, PNG_SIZE, QCUnavailableError, fov_corners, make_planes, qc_path, qc_picture,
-                      require_matplotlib, sample_plane, spline_on_grid)
+from mrisr.qc import (
+    INSTALL_HINT,
+    PNG_SIZE,
+    QCUnavailableError,
+    fov_corners,
+    make_planes,
+    qc_path,
+    qc_picture,
+    require_matplotlib,
+    sample_plane,
+    spline_on_grid,
+)
 from mrisr.resample import resample_to_grid
 from mrisr.volume import Volume
 

@@ -8,8 +8,16 @@ import pytest
 
 from mrisr.errors import InputError
 from mrisr.geometry import target_grid
-from mrisr.reference import (MIN_OVERLAP, ResampledReference, as_reference, check_reference_spacing,
-                             reference_steps, resample_reference, sample_reference, world_to_voxel_map)
+from mrisr.reference import (
+    MIN_OVERLAP,
+    ResampledReference,
+    as_reference,
+    check_reference_spacing,
+    reference_steps,
+    resample_reference,
+    sample_reference,
+    world_to_voxel_map,
+)
 from mrisr.volume import Volume
 
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from mrisr.errors import MrisrError, OutputError
-from mrisr.registration import (FLIP_LPS_RAS, describe_rigid, itk_transform, read_transform, register_rigid,
-                                save_transform, sitk_image, transform_path)
+from mrisr.registration import (
+    FLIP_LPS_RAS,
+    describe_rigid,
+    itk_transform,
+    read_transform,
+    register_rigid,
+    save_transform,
+    sitk_image,
+    transform_path,
+)
 
 
 def rotation(axis, degrees) -> np.ndarray:

@@ -75,7 +75,8 @@ def test_checksum_mismatch_is_refused(shelf):
     card = _save(shelf)
     weights = shelf / "tiny" / "model.pt"
     weights.write_bytes(weights.read_bytes() + b"tampered")
-    with pytest.raises(ModelError, match=f"checksum mismatch: expected {card.sha256}, got [0-9a-f]{{64}} for .*model.pt"):
+    with pytest.raises(ModelError,
+                       match=f"checksum mismatch: expected {card.sha256}, got [0-9a-f]{{64}} for .*model.pt"):
         registry.load_model("tiny")
 
 

@@ -62,7 +62,8 @@ def test_presets_and_params_build_the_papers_networks() -> None:
     ({"preset": "pham-10l", "width": 16}, r"model\.width: preset 'pham-10l' sets the size.*model\.params\.width"),
     ({"arch": "rrlsrn", "params": {"scale": [2, 2]}}, r"model\.params: 'rrlsrn' cannot be built"),
     ({"arch": "rrlsrn", "params": {"in_channels": 2}}, r"model\.params\.in_channels: set by data\.reference"),
-    ({"arch": "rrlsrn", "params": {"scale": [1, 1, 5]}}, r"train\.patch: 32 is not a multiple of the network's scale 5"),
+    ({"arch": "rrlsrn", "params": {"scale": [1, 1, 5]}},
+     r"train\.patch: 32 is not a multiple of the network's scale 5"),
 ])
 def test_model_errors_name_the_field_and_the_choices(model: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -218,7 +219,8 @@ def test_validation_reports_the_flip_ensemble_of_a_learned_upsampling_network(fo
     median, _, _ = upscale_learned_ensemble(case.lr, grid, _as_loaded(net), "median", device="cpu", precision="fp32")
     assert rows[0]["psnr_ensemble"] == pytest.approx(psnr(median, case.target, mask=case.mask), abs=1e-6)
     assert rows[0]["ssim_ensemble"] == pytest.approx(ssim(median, case.target, mask=case.mask), abs=1e-6)
-    assert rows[0]["psnr_ensemble"] != pytest.approx(rows[0]["psnr_model"], abs=1e-4)  # a random net is not flip-equivariant
+    # a random net is not flip-equivariant
+    assert rows[0]["psnr_ensemble"] != pytest.approx(rows[0]["psnr_model"], abs=1e-4)
     assert "PSNR 8-flip median" in markdown_table(rows)
     plain = _config(folder_config, "srcnn3d", TINY["srcnn3d"])
     with pytest.raises(ConfigError, match="learned-upsampling networks"):

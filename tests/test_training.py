@@ -11,7 +11,7 @@ import torch
 
 from mrisr.errors import ConfigError
 from mrisr.training.config import config_from_dict, load_config
-from mrisr.training.data import PatchSampler, load_subjects, sample_acquisition, simulate, split_index, Acquisition
+from mrisr.training.data import Acquisition, PatchSampler, load_subjects, sample_acquisition, simulate, split_index
 from mrisr.training.trainer import train
 
 

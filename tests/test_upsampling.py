@@ -11,15 +11,22 @@ from torch import nn
 import mrisr
 from mrisr.archs.georgescu import Georgescu
 from mrisr.archs.rrlsrn import RRLSRN
-from mrisr.errors import MrisrError
 from mrisr.engine import BACKGROUND
+from mrisr.errors import MrisrError
 from mrisr.geometry import target_grid
 from mrisr.intensity import robust_scale
 from mrisr.masks import network_mask
 from mrisr.model_card import LoadedModel, example_card
 from mrisr.resample import resample_to_grid
-from mrisr.upsampling import (grid_on_refined, placed_scale, placement, refined_grid, replicate, upsample,
-                              whole_volume_upsample)
+from mrisr.upsampling import (
+    grid_on_refined,
+    placed_scale,
+    placement,
+    refined_grid,
+    replicate,
+    upsample,
+    whole_volume_upsample,
+)
 
 OBLIQUE = np.array([[1.8, 0.3, 0.0, -20.0], [-0.2, 1.9, 0.4, 10.0], [0.1, -0.3, 3.1, 5.0], [0, 0, 0, 1.0]])
 

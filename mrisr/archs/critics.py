@@ -146,6 +146,7 @@ class LyuCritic(_Critic):
     def __init__(self, kind: str = "cpce", in_channels: int = 1, width: int = 64,
                  patch_size: int | Sequence[int] | None = None, slope: float = 0.2) -> None:
         look_up_option(kind, self.KINDS, "critic kind")
+        spec: tuple[list[int], list[int], str | None]
         if kind == "cpce":
             spec = ([width, width, 2 * width, 2 * width, 4 * width, 4 * width], [1, 2, 1, 2, 1, 2], None)
         else:

@@ -62,7 +62,7 @@ from .conditioning import FactorBias, check_cond_dim, encode_factors
 def _conv(cin: int, cout: int, kernel: int) -> nn.Conv3d:
     conv = nn.Conv3d(cin, cout, kernel, padding=kernel // 2)
     nn.init.kaiming_normal_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # the layer has a bias
     return conv
 
 

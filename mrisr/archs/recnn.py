@@ -79,7 +79,7 @@ class ReCNN(nn.Module):
         convs = [m for m in self.body if isinstance(m, nn.Conv3d)]
         for m in convs:
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            nn.init.zeros_(m.bias)  # type: ignore[arg-type]  # the layers have biases
         with torch.no_grad():
             convs[-1].weight.mul_(0.1)
         if self.cond is not None:

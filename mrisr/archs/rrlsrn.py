@@ -136,7 +136,7 @@ class RRLSRN(nn.Module):
             self.fine.weight.mul_(0.1)
             kx, ky, kz = (linear_kernel(s) for s in self.scale)
             self.up_image.weight.copy_((kx[:, None, None] * ky[None, :, None] * kz[None, None, :])[None, None])
-            self.up_image.bias.zero_()
+            self.up_image.bias.zero_()  # type: ignore[union-attr]  # the layer has a bias
 
     @property
     def receptive_radius(self) -> int:

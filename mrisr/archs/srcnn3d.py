@@ -62,8 +62,8 @@ class SRCNN3D(nn.Module):
                                    for i, k in enumerate(self.kernels))
         self.cond = FactorBias(cond_dim, self.widths[0]) if cond_dim else None
         for conv in self.convs:
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # type: ignore[arg-type]
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
 
     @property
     def receptive_radius(self) -> int:

@@ -27,7 +27,7 @@ class MrisrGroup(PlainHelpGroup):
     and the exit code is 128 + the signal (130, 143, 129).
     """
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # noqa: D102
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]  # noqa: D102
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -83,8 +83,7 @@ def _root(
 
 
 # --- command registrations (in the order --help lists them) ---
-from mrisr.cli import (bids_cmd, degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd,  # noqa: E402
-                       train_cmd, upscale_cmd)
+from mrisr.cli import bids_cmd, degrade_cmd, evaluate_cmd, info_cmd, models_cmd, qc_cmd, train_cmd, upscale_cmd  # noqa: E402
 
 app.command("upscale", cls=upscale_cmd.UpscaleCommand)(upscale_cmd.upscale)
 app.command("bids", cls=bids_cmd.BidsCommand)(bids_cmd.bids)

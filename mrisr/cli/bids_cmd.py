@@ -21,13 +21,44 @@ from typing import Annotated, Any
 
 import typer
 
-from mrisr.cli.common import (EXIT_FAILED, EXIT_OK, MrisrCommand, err_console, join_list_values, join_multi_values,
-                              parse_numbers, print_json, print_warning, usage_error)
-from mrisr.cli.upscale_cmd import (AntialiasOpt, BatchSizeOpt, ConsistencyOpt, DaskSchedulerOpt, DeviceOpt, DtypeOpt,
-                                   EnsembleOpt,
-                                   FactorOpt, ForceOpt, JsonOutOpt, MethodOpt, ModelOpt, NanToNumOpt, NJobsOpt,
-                                   OrderOpt, OverwriteOpt, PatchSizeOpt, PrecisionOpt, QcOpt, QuietOpt, ShardOpt,
-                                   SpacingOpt, ThreadsOpt, UncertaintyOpt)
+from mrisr.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    MrisrCommand,
+    err_console,
+    join_list_values,
+    join_multi_values,
+    parse_numbers,
+    print_json,
+    print_warning,
+    usage_error,
+)
+from mrisr.cli.upscale_cmd import (
+    AntialiasOpt,
+    BatchSizeOpt,
+    ConsistencyOpt,
+    DaskSchedulerOpt,
+    DeviceOpt,
+    DtypeOpt,
+    EnsembleOpt,
+    FactorOpt,
+    ForceOpt,
+    JsonOutOpt,
+    MethodOpt,
+    ModelOpt,
+    NanToNumOpt,
+    NJobsOpt,
+    OrderOpt,
+    OverwriteOpt,
+    PatchSizeOpt,
+    PrecisionOpt,
+    QcOpt,
+    QuietOpt,
+    ShardOpt,
+    SpacingOpt,
+    ThreadsOpt,
+    UncertaintyOpt,
+)
 
 #: Options that take several values up to the next option.
 LIST_OPTIONS = ("--participant-label", "--session-label", "--suffix")

@@ -243,7 +243,8 @@ def usage_error(message: str, console: Any = None) -> typer.Exit:
     """Print ``message`` as an error and return the exit-2 exception to raise.
 
     Example:
-        >>> raise usage_error("bad")  # doctest: +SKIP
+        >>> usage_error("bad").exit_code   # prints "mrisr: error: bad" on stderr
+        2
     """
     print_error(message, console)
     return typer.Exit(code=EXIT_USAGE)
@@ -320,8 +321,7 @@ def report_click_error(exc: Any) -> int:
 
     Example:
         >>> from typer.exceptions import TyperException
-        >>> report_click_error(TyperException("bad"))  # doctest: +SKIP
-        mrisr: error: bad
+        >>> report_click_error(TyperException("bad"))   # prints "mrisr: error: bad" on stderr
         1
     """
     code = int(getattr(exc, "exit_code", EXIT_USAGE))

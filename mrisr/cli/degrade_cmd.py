@@ -16,7 +16,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import EXIT_FAILED, MrisrCommand, MULTI_VALUE_OPTIONS, join_multi_values, parse_numbers, print_error, usage_error
+from .common import (
+    EXIT_FAILED,
+    MULTI_VALUE_OPTIONS,
+    MrisrCommand,
+    join_multi_values,
+    parse_numbers,
+    print_error,
+    usage_error,
+)
 
 #: The shared multi-value options plus ``--fwhm`` (1 or 3 numbers after one flag).
 DEGRADE_MULTI_VALUE_OPTIONS = {**MULTI_VALUE_OPTIONS, "--fwhm": 3}
@@ -37,9 +45,9 @@ def _check_options(spacing: str, psf: str, fwhm: str | None, noise: float) -> tu
     from ..errors import MrisrError, look_up_option
     from ..geometry import parse_spacing
 
-    sp = parse_spacing(parse_numbers(spacing, "--spacing"), "--spacing")
+    sp = parse_spacing(parse_numbers(spacing, "--spacing"), "--spacing")  # type: ignore[arg-type]  # required
     look_up_option(psf, PSFS, "--psf")
-    fw = None if fwhm is None else parse_spacing(parse_numbers(fwhm, "--fwhm"), "--fwhm")
+    fw = None if fwhm is None else parse_spacing(parse_numbers(fwhm, "--fwhm"), "--fwhm")  # type: ignore[arg-type]
     if not (math.isfinite(noise) and noise >= 0):
         raise MrisrError(f"--noise must be a finite value >= 0 (a fraction of the robust maximum), got {noise}")
     return sp, fw

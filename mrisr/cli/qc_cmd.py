@@ -23,7 +23,15 @@ from typing import Annotated, Any
 
 import typer
 
-from mrisr.cli.common import EXIT_FAILED, MrisrCommand, err_console, join_multi_values, parse_numbers, print_error, usage_error
+from mrisr.cli.common import (
+    EXIT_FAILED,
+    MrisrCommand,
+    err_console,
+    join_multi_values,
+    parse_numbers,
+    print_error,
+    usage_error,
+)
 
 _POINT = {"--point": 3}
 

@@ -45,10 +45,10 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..errors import MrisrError
-    from .common import usage_error
     from ..training import icbm152
     from ..training.config import load_config
     from ..training.trainer import train as run_training
+    from .common import usage_error
 
     err = Console(stderr=True)
     if list_archs:

@@ -26,8 +26,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mrisr.cli.common import (EXIT_OK, EXIT_USAGE, MultiValueCommand, err_console, parse_numbers, print_error, print_json,
-                              print_warning, usage_error)
+from mrisr.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    MultiValueCommand,
+    err_console,
+    parse_numbers,
+    print_error,
+    print_json,
+    print_warning,
+    usage_error,
+)
 
 #: Command class: ``--spacing``/``--factor`` take 1 or 3 space-separated numbers.
 UpscaleCommand = MultiValueCommand
@@ -165,7 +174,6 @@ def upscale(
     uncertainty: UncertaintyOpt = False,
     ensemble: EnsembleOpt = None,
     adapt: AdaptOpt = False,
-    adapt_seconds: AdaptSecondsOpt = 90.0,
     json_out: JsonOutOpt = False,
     quiet: QuietOpt = False,
     n_jobs: NJobsOpt = 1,
@@ -176,6 +184,7 @@ def upscale(
     threads: ThreadsOpt = None,
     patch_size: PatchSizeOpt = None,
     batch_size: BatchSizeOpt = None,
+    adapt_seconds: AdaptSecondsOpt = 90.0,  # a rare option: its panel is listed last
     series: SeriesOpt = None,
     dtype: DtypeOpt = "float32",
     suffix: SuffixOpt = ".nii.gz",
@@ -381,8 +390,7 @@ class _Display:
 
     def __enter__(self) -> _Display:
         if self.live:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), console=self.console, transient=True,

@@ -31,9 +31,16 @@ from ..geometry import TargetGrid, target_grid
 from ..intensity import normalising_scale
 from ..resample import resample_to_grid
 from . import augment, icbm152, wholehead
-from .config import Config, DegradationConfig, config_from_dict
-from .lr_pairs import (centre_pair, crop_to_scale, degrade_to_lr, fixed_scale, hr_grid_of_lr, pair_margin,
-                       scale_preserving_permutation)
+from .config import Config, DegradationConfig
+from .lr_pairs import (
+    centre_pair,
+    crop_to_scale,
+    degrade_to_lr,
+    fixed_scale,
+    hr_grid_of_lr,
+    pair_margin,
+    scale_preserving_permutation,
+)
 from .synth import synthesize
 
 
@@ -248,15 +255,18 @@ def bias_field(shape: tuple[int, int, int], origin: tuple[int, int, int], full: 
     coords = [(np.arange(o, o + s) / max(n - 1, 1)) * 2 - 1 for o, s, n in zip(origin, shape, full)]
     x, y, z = np.meshgrid(*coords, indexing="ij", sparse=True)
     c = rng.uniform(-strength, strength, 9)
-    log = c[0] * x + c[1] * y + c[2] * z + c[3] * x * x + c[4] * y * y + c[5] * z * z + c[6] * x * y + c[7] * y * z + c[8] * x * z
+    log = (c[0] * x + c[1] * y + c[2] * z + c[3] * x * x + c[4] * y * y + c[5] * z * z
+           + c[6] * x * y + c[7] * y * z + c[8] * x * z)
     return np.exp(log).astype(np.float32)
 
 
 class PatchSampler:
     """Draws (input, target) training patches; deterministic per (seed, step).
 
-    Example:
-        >>> # sampler = PatchSampler(cfg, load_subjects(cfg)); x, y = sampler.batch(step=0)
+    Example (``cfg`` a training :class:`Config` with its subjects on disk)::
+
+        sampler = PatchSampler(cfg, load_subjects(cfg))
+        x, y = sampler.batch(step=0)
     """
 
     def __init__(self, cfg: Config, subjects: list[Subject], scale: tuple[int, int, int] | None = None) -> None:
@@ -294,15 +304,23 @@ class PatchSampler:
 
     def _read(self, subj: Subject, key: str, origin: tuple[int, int, int], size: int,
               coords: np.ndarray | None) -> np.ndarray:
-        """A crop of the subject's image (``key`` "image") or tissue map, straight or through a warp."""
+        """A crop of the subject's image (``key`` "image") or tissue map, straight or through a warp.
+
+        A warp reads the training region only (the volume cut at the held-out slab), so not even the
+        cubic prefilter, which spreads every voxel along its axes, sees the slab."""
         volume = getattr(subj, key)
         if coords is None:
             return volume[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
-        if key != "image":
-            return augment.sample_crop(volume, origin, coords, order=1)
         if key not in subj.spline:
-            subj.spline[key] = ndimage.spline_filter(volume, order=3, output=np.float32, mode="constant")
-        return np.clip(augment.sample_crop(subj.spline[key], origin, coords, order=3), 0, None)
+            region = volume
+            if subj.holdout:
+                cut = [slice(None)] * 3
+                cut[self.cfg.data.holdout_axis] = slice(0, split_index(volume.shape, self.cfg))
+                region = np.ascontiguousarray(volume[tuple(cut)], dtype=np.float32)
+            subj.spline[key] = (ndimage.spline_filter(region, order=3, output=np.float32, mode="constant")
+                                if key == "image" else region)
+        crop = augment.sample_crop(subj.spline[key], origin, coords, order=3 if key == "image" else 1)
+        return np.clip(crop, 0, None) if key == "image" else crop
 
     def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator,
                  coords: np.ndarray | None = None) -> np.ndarray:
@@ -496,6 +514,7 @@ def training_contrasts(cfg: Config) -> tuple[str, ...]:
     the config trains on (T1 if none).
 
     Example:
+        >>> from mrisr.training.config import config_from_dict
         >>> training_contrasts(config_from_dict({"data": {"contrasts": {"flair": 1.0, "random": 0.5}}}))
         ('flair',)
     """

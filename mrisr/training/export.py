@@ -172,7 +172,8 @@ def markdown_table(rows: list[dict]) -> str:
     """The report as a Markdown table (with the baseline's or the ensemble's columns when they were run)."""
     extra = "baseline" in rows[0] if rows else False
     combined = "psnr_ensemble" in rows[0] if rows else False
-    head = "| contrast | acquisition (LR voxel in mm, PSF) | PSNR spline | PSNR model | gain dB | SSIM spline | SSIM model |"
+    head = ("| contrast | acquisition (LR voxel in mm, PSF) | PSNR spline | PSNR model | gain dB "
+            "| SSIM spline | SSIM model |")
     rule = "|---|---|---|---|---|---|---|"
     if extra:
         head += f" PSNR {rows[0]['baseline']} | guided - {rows[0]['baseline']} dB | SSIM {rows[0]['baseline']} |"

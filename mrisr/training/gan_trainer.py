@@ -62,8 +62,17 @@ from .config import Config
 from .data import PatchSampler, load_subjects, validation_cases
 from .gan import gan_circle_loss, gan_step, sr_gan_loss
 from .networks import build_generator_pair, build_network
-from .trainer import (RunState, atomic_save, autocast, factor_condition, init_from, log_record, lr_at, open_run,
-                      validation_point)
+from .trainer import (
+    RunState,
+    atomic_save,
+    autocast,
+    factor_condition,
+    init_from,
+    log_record,
+    lr_at,
+    open_run,
+    validation_point,
+)
 
 #: The papers' schedules, for ``[gan]`` fields left unset.
 PAPER_SCHEDULES: dict[str, dict[str, float]] = {

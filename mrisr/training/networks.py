@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
@@ -40,42 +40,7 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from ..model_card import architecture_class
 from ..upsampling import upsampling_scale
-from .config import Config, ModelConfig
-
-
-@dataclass(frozen=True)
-class Trainable:
-    """How one ``model.arch`` trains.
-
-    Attributes:
-        architecture: Registry name of the network that is trained and exported.
-        mode: ``interpolated``, ``upsampling`` or ``gan``.
-        loss: Loss name of ``train.loss = "auto"`` (None: the GAN mode's own).
-        paper_weight: Weight of that loss's second term (gradient difference), when it has one.
-    """
-
-    architecture: str
-    mode: str
-    loss: str | None
-    paper_weight: float = 0.0
-
-
-#: ``model.arch`` -> how it trains. ``recnn`` keeps mrisr's L1 (Pham et al. use MSE); ``srcnn3d``
-#: has Pham/Dong's MSE; Chen's mDCSRN L1; Song's Charbonnier + GDL (weight 1, Eq. 6); Georgescu's
-#: L1 on the output plus ``train.intermediate_weight`` x L1 on the sub-pixel output (Eq. 3);
-#: Lyu's generators trained alone get L1 (the content term of their GAN losses).
-TRAINABLES: dict[str, Trainable] = {
-    "recnn": Trainable("recnn", "interpolated", "l1"),
-    "srcnn3d": Trainable("srcnn3d", "interpolated", "l2"),
-    "mdcsrn": Trainable("mdcsrn", "interpolated", "l1"),
-    "gan-cpce": Trainable("gan-cpce", "interpolated", "l1"),
-    "gan-circle-generator": Trainable("gan-circle-generator", "interpolated", "l1"),
-    "rrlsrn": Trainable("rrlsrn", "upsampling", "charbonnier+gdl", paper_weight=1.0),
-    "georgescu": Trainable("georgescu", "upsampling", "l1"),
-    "mdcsrn-gan": Trainable("mdcsrn", "gan", None),
-    "gan-cpce-wgan": Trainable("gan-cpce", "gan", None),
-    "gan-circle": Trainable("gan-circle-generator", "gan", None),
-}
+from .config import TRAINABLES, Config, ModelConfig, Trainable  # the table of model.arch lives with the config
 
 _RECNN_SIZE = ("depth", "width", "kernel")
 
@@ -86,7 +51,7 @@ def trainable(cfg: Config) -> Trainable:
 
 
 def _constructor_args(cls: type) -> list[str]:
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]  # type: ignore[misc]
 
 
 def _check_recnn_fields(m: ModelConfig) -> None:

@@ -95,7 +95,11 @@ def available(folder: Path | None = None) -> bool:
 
 
 def _read(folder: Path, head: HeadFile) -> np.ndarray:
+    """The volume, checksummed, divided by its robust maximum (so that an acquisition's ``noise`` is a
+    fraction of it, as :func:`mrisr.degradation.degrade` defines; PSNR does not depend on the scale)."""
     import nibabel as nib
+
+    from ..intensity import robust_scale
 
     path = Path(folder) / head.name
     if not path.is_file():
@@ -103,7 +107,8 @@ def _read(folder: Path, head: HeadFile) -> np.ndarray:
     got = file_sha256(path)
     if got != head.sha256:
         raise MrisrError(f"{path}: checksum mismatch: expected {head.sha256}, got {got}")
-    return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    data = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    return (data / np.float32(robust_scale(data))).astype(np.float32)
 
 
 def _acquisitions(names: list[str], scale: tuple[int, int, int] | None) -> dict[str, Acquisition]:
@@ -119,7 +124,7 @@ def head_cases(name: str, volume: np.ndarray, names: list[str],
         >>> [c.name for c in head_cases("cube", vol, ["iso2-box"])]
         ['iso2-box']
     """
-    hr = np.asarray(volume, np.float32)
+    hr = np.asarray(volume, np.float32)  # noise levels are fractions of its scale: pass it normalised
     mask = head_mask(hr)
     out = []
     for label, acq in _acquisitions(names, scale).items():

@@ -25,7 +25,8 @@ PRESETS: dict[str, tuple[float, float, tuple[float, ...]]] = {
 }
 
 
-def contrast_parameters(kind: str, rng: np.random.Generator | None, jitter: float = 0.1) -> tuple[float, float, np.ndarray]:
+def contrast_parameters(kind: str, rng: np.random.Generator | None,
+                        jitter: float = 0.1) -> tuple[float, float, np.ndarray]:
     """Grey, white and remapping values of a contrast, with optional jitter.
 
     ``rng=None`` gives the preset exactly (used for validation).

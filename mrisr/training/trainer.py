@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -28,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..device import autocast as device_autocast
 from ..errors import ConfigError
 from ..metrics import psnr
-from ..model_card import LoadedModel, architecture_name
+from ..model_card import LoadedModel, architecture_name, atomic_save
+from ..upsampling import upsampling_scale
 from .config import Config
 from .data import PatchSampler, ValidationCase, load_subjects, validation_cases
 from .losses import loss_fn, resolve_loss
-from ..upsampling import upsampling_scale
 from .networks import build_network, trainable
 
 __all__ = ["build_network", "init_from", "train", "validate"]
@@ -97,8 +97,11 @@ def lr_at(step: int, cfg: Config) -> float:
 
 
 def autocast(precision: str):
-    """bf16 autocast on the CPU when ``precision`` is ``bf16`` (a no-op context otherwise)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    """bf16 autocast on the CPU when ``precision`` is ``bf16`` (a no-op context for ``fp32``).
+
+    Training runs on the CPU: :func:`mrisr.device.autocast` with the CPU device.
+    """
+    return device_autocast(torch.device("cpu"), precision)
 
 
 def predict_volume(net: torch.nn.Module, inp: np.ndarray, factors, precision: str = "bf16",
@@ -183,13 +186,6 @@ def same_config(saved: dict, cfg: Config) -> bool:
     for section, values in saved.items():
         filled.setdefault(section, {}).update(values)
     return _resolved(filled) == _resolved(cfg.to_dict())
-
-
-def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, state: RunState, cfg: Config,
