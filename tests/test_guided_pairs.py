@@ -73,3 +73,15 @@ def test_reference_follows_the_truths_warp() -> None:
     cfg = _cfg(warp_probability=1.0, rotation=20.0, zoom=[0.9, 1.1], reference_rotation=1e-6)
     x, y, _ = PatchSampler(cfg, [subj]).batch(2)
     np.testing.assert_allclose(x[:, 1], y[:, 0], atol=1e-3)
+
+
+def test_the_v2_candidate_config_loads_with_its_reference_corruptions() -> None:
+    from pathlib import Path
+
+    from mrisr.training.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "guided-v2-train.toml")
+    d = cfg.degradation
+    assert cfg.data.reference == "t1" and cfg.data.normalisation == "foreground_median"
+    assert (d.reference_rotation, d.reference_elastic, tuple(d.reference_resolution)) == (1.15, 0.5, (0.8, 1.2))
+    assert cfg.train.threads == 1 and cfg.train.steps == 1800
