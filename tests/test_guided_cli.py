@@ -161,6 +161,10 @@ def test_python_api_matches_the_cli(scans, guided, tmp_path):
     (["--reference", "{tmp}/missing.nii.gz"], "missing.nii.gz: no such file or folder"),
     (["--reference", "{ref}", "--method", "spline"], "--method is spline"),
     (["--reference", "{ref}", "--model", "{guided}", "--uncertainty"], "flip ensemble"),
+    (["--reference", "{ref}", "--model", "{guided}", "--ensemble", "median"],
+     "the flip ensemble (uncertainty, ensemble) does not take a reference yet"),
+    (["--reference", "{ref}", "--model", "{guided}", "--adapt"],
+     "--adapt does not take a reference yet: the internal pairs are made from the input alone"),
     (["--reference", "{ref}", "--model", "{single}"], "model 'tiny-single' is not guided"),
     (["--model", "{guided}"], "model 'tiny-guided' is guided (2 input channels)"),
 ])
@@ -227,3 +231,11 @@ def test_pipeline_refusals_in_python(guided):
         upscale_volume(vol, spacing=1, reference=ref4d, model=guided, register="affine")
     with pytest.raises(ModelError, match="is guided"):
         upscale_volume(vol, spacing=1, model=guided, device="cpu")
+
+
+@pytest.mark.parametrize("kw, words", [({"ensemble": "median"}, "flip ensemble"), ({"uncertainty": True}, "flip ensemble"),
+                                       ({"adapt": 30}, "--adapt does not take a reference yet")])
+def test_python_api_refuses_a_reference_with_the_ensemble_or_adapt(scans, guided, kw, words):
+    lr, ref = scans
+    with pytest.raises(MrisrError, match=words):
+        mrisr.upscale(nib.load(lr), spacing=1.0, model=guided, reference=nib.load(ref), device="cpu", **kw)

@@ -64,10 +64,23 @@ def random_warp(size: int, rng: np.random.Generator, *, rotation: float, zoom: t
         coords[0] *= 1.0 + a * np.tanh(grid[0] / max(centre, 1.0))
     if elastic > 0:
         coarse = rng.uniform(-elastic, elastic, (3, ELASTIC_POINTS, ELASTIC_POINTS, ELASTIC_POINTS))
-        zoomed = [ndimage.zoom(c, size / ELASTIC_POINTS, order=3, mode="nearest")[:size, :size, :size]
-                  for c in coarse]
-        coords += np.stack(zoomed).astype(np.float32)
+        coords += np.stack([upsample_field(c, size) for c in coarse]).astype(np.float32)
     return coords + np.float32(centre)
+
+
+def upsample_field(coarse: np.ndarray, size: int) -> np.ndarray:
+    """``ndimage.zoom(coarse, size / n, order=3, mode="nearest")[:size, :size, :size]`` of an (n, n, n) field,
+    computed as the separable product it is (one 1-D cubic zoom matrix per axis: ~20x faster).
+
+    Example:
+        >>> c = np.random.default_rng(0).uniform(-1, 1, (4, 4, 4))
+        >>> ref = ndimage.zoom(c, 10 / 4, order=3, mode="nearest")[:10, :10, :10]
+        >>> bool(np.allclose(upsample_field(c, 10), ref, atol=1e-9))
+        True
+    """
+    n = coarse.shape[0]
+    w = np.stack([ndimage.zoom(e, size / n, order=3, mode="nearest")[:size] for e in np.eye(n)], axis=1)
+    return np.einsum("ai,bj,ck,ijk->abc", w, w, w, coarse, optimize=True)
 
 
 def reach(size: int, *, rotation: float, zoom: tuple[float, float], asymmetry: float, elastic: float) -> int:

@@ -71,6 +71,9 @@ class DegradationConfig:
     reference_shift: float = 0.5              # max misregistration per axis, in HR voxels
     reference_blur: tuple[float, float] = (0.0, 0.6)    # Gaussian sigma, HR voxels
     reference_noise: tuple[float, float] = (0.0, 0.02)  # Rician sigma, relative to the robust max
+    reference_rotation: float = 0.0           # max rigid misregistration, degrees about each axis
+    reference_elastic: float = 0.0            # max nonlinear misregistration, HR voxels
+    reference_resolution: tuple[float, float] = (1.0, 1.0)  # the reference's own voxel size, HR voxels
     # Anatomical variety (mrisr.training.augment): with this probability a crop is read through a random warp.
     warp_probability: float = 0.0
     rotation: float = 0.0                      # max degrees about each axis
@@ -320,6 +323,9 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"degradation.input_blur: sigmas must be >= 0, got {list(dg.input_blur)}")
     if cfg.degradation.reference_shift < 0:
         raise ConfigError(f"degradation.reference_shift: must be >= 0, got {cfg.degradation.reference_shift}")
+    if dg.reference_rotation < 0 or dg.reference_elastic < 0 or dg.reference_resolution[0] <= 0:
+        raise ConfigError("degradation.reference_rotation and reference_elastic must be >= 0, "
+                          "reference_resolution > 0")
     if cfg.degradation.iso_factor[0] < 1 or cfg.degradation.thick_factor[0] < 1 or cfg.degradation.kspace_factor[0] < 1:
         raise ConfigError("degradation.*_factor: factors must be >= 1")
     g = cfg.gan

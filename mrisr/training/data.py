@@ -56,6 +56,7 @@ class Subject:
     holdout: bool = True       # the held-out slab of data.holdout_axis is never trained on
     group: str = "template"    # "template" (data.source) or "wholehead" (data.wholehead_dir)
     spline: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # cubic coefficients, for warps
+    reference: np.ndarray | None = None  # guided: the T1 on this subject's grid (None: ``image`` itself)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,29 @@ def _subject(image: np.ndarray, cfg: Config, name: str, **kw) -> Subject:
     return Subject(img, kw.pop("gm", None), kw.pop("wm", None), head_mask(img / robust_scale(img)), name, **kw)
 
 
+#: Guided training on whole-head volumes: a non-T1 volume's T1 reference, a T1 of the same head on the
+#: same grid (the ICBM 2009c T2 and T1 are one average, voxel for voxel). A T1 volume is its own reference
+#: (same-contrast pairs: the reference an independently corrupted copy); a volume with neither is left out.
+REFERENCE_PARTNERS = {"icbm2009c_t2": "icbm2009c_t1"}
+
+
+def _guided_partners(subjects: list[Subject]) -> list[Subject]:
+    """Whole-head subjects of a guided configuration, each with its T1 reference (see :data:`REFERENCE_PARTNERS`)."""
+    contrast = {s.key: s.contrast for s in wholehead.SOURCES}
+    by_name = {s.name: s for s in subjects}
+    out = []
+    for s in subjects:
+        partner = REFERENCE_PARTNERS.get(s.name)
+        if contrast.get(s.name) == "t1":
+            s.reference = s.image
+        elif partner in by_name and by_name[partner].image.shape == s.image.shape:
+            s.reference = by_name[partner].image
+        else:
+            continue
+        out.append(s)
+    return out
+
+
 def _wholehead_subjects(cfg: Config) -> list[Subject]:
     paths = wholehead.verify(Path(cfg.base_dir) / cfg.data.wholehead_dir)
     out = []
@@ -133,7 +157,7 @@ def _wholehead_subjects(cfg: Config) -> list[Subject]:
         img, _ = _load(paths[src.key])
         img = np.clip(img - np.float32(src.background), 0, None)
         out.append(_subject(img, cfg, src.key, holdout=src.holdout, group="wholehead"))
-    return out
+    return _guided_partners(out) if cfg.data.reference else out
 
 
 def load_subjects(cfg: Config) -> list[Subject]:
@@ -320,19 +344,75 @@ class PatchSampler:
         """The HR T1 as a guided model's second channel: its own bias, intensity,
         slight misregistration, blur and noise (an independently acquired scan)."""
         d = self.cfg.degradation
-        ref = subj.image[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
+        full, pad = size, 0
+        if self._misregistering():  # only the centre is used: the patch and a little context for the blurs
+            pad = max(0, (size - self.cfg.train.patch) // 2 - 8)
+            origin, size = tuple(o + pad for o in origin), size - 2 * pad  # type: ignore[assignment]
+            ref = self._misregistered_reference(subj, origin, size, rng, pad)
+        else:
+            ref = subj.image[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
         if rng.random() < d.bias_probability:
             ref = ref * bias_field(ref.shape, origin, subj.image.shape, d.bias_strength, rng)
         ref = np.clip(ref, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
-        shift = rng.uniform(-d.reference_shift, d.reference_shift, 3)
-        ref = ndimage.shift(ref, shift, order=1, mode="nearest")
+        if not self._misregistering():
+            shift = rng.uniform(-d.reference_shift, d.reference_shift, 3)
+            ref = ndimage.shift(ref, shift, order=1, mode="nearest")
+        lo, hi = d.reference_resolution
+        if hi > 1.0:  # acquired coarser than the output grid: its own voxel size, resampled onto the grid
+            r = float(rng.uniform(lo, hi))
+            if r > 1.02:  # finer than the grid (or about equal): nothing lost
+                ref = np.clip(simulate(ref, Acquisition((r, r, r), "box"), rng), 0, None)
         sigma = rng.uniform(*d.reference_blur)
         if sigma > 0.05:
             ref = ndimage.gaussian_filter(ref, sigma, mode="nearest")
         noise = rng.uniform(*d.reference_noise)
         if noise > 0:
             ref = add_rician_noise(ref, noise, rng)
+        if pad:
+            ref = np.pad(ref, pad)
+        assert ref.shape == (full,) * 3
         return ref.astype(np.float32)
+
+    def _misregistering(self) -> bool:
+        """Whether the reference is read through its own warp: the truth's warp (when the truth was warped,
+        so the anatomy still matches) composed with a rigid + elastic misregistration."""
+        d = self.cfg.degradation
+        return d.reference_rotation > 0 or d.reference_elastic > 0 or getattr(self, "_coords", None) is not None
+
+    def _reference_reach(self, size: int) -> int:
+        """Voxels the misregistration may move a reference read beyond the truth's (an upper bound)."""
+        d = self.cfg.degradation
+        radius = (size - 1) / 2.0 * math.sqrt(3) * (2.0 if d.warp_probability > 0 else 1.0)
+        return math.ceil(radius * 3 * math.radians(d.reference_rotation) + math.sqrt(3) * d.reference_shift
+                         + math.sqrt(3) * d.reference_elastic + 2)
+
+    def _misregistered_reference(self, subj: Subject, origin: tuple[int, int, int], size: int,
+                                 rng: np.random.Generator, pad: int = 0) -> np.ndarray:
+        """The reference (``subj.reference``, else ``subj.image``) read where the truth was read, moved by a
+        random rigid transform about the crop's centre (shift up to ``reference_shift`` voxels per axis,
+        rotation up to ``reference_rotation`` degrees per axis) and an elastic field (``reference_elastic``)."""
+        d = self.cfg.degradation
+        coords = getattr(self, "_coords", None)
+        centre = (size - 1) / 2.0
+        if coords is None:
+            coords = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float32)] * 3, indexing="ij"))
+        else:  # the truth's coordinates (relative to its origin, ``pad`` voxels before ours), centre box
+            inner = slice(pad, pad + size)
+            coords = coords[:, inner, inner, inner] - np.float32(pad)
+        rel = coords - np.float32(centre)
+        m = augment.rotation_matrix(rng.uniform(-d.reference_rotation, d.reference_rotation, 3))
+        shift = rng.uniform(-d.reference_shift, d.reference_shift, 3).astype(np.float32).reshape(3, 1, 1, 1)
+        moved = np.tensordot(m.astype(np.float32), rel, axes=1) + np.float32(centre) + shift
+        if d.reference_elastic > 0:
+            n = augment.ELASTIC_POINTS
+            coarse = rng.uniform(-d.reference_elastic, d.reference_elastic, (3, n, n, n))
+            moved += np.stack([augment.upsample_field(c, size) for c in coarse]).astype(np.float32)
+        volume = subj.reference if subj.reference is not None else subj.image
+        if "reference" not in subj.spline:
+            subj.spline["reference"] = (subj.spline["image"] if volume is subj.image and "image" in subj.spline
+                                        else ndimage.spline_filter(volume, order=3, output=np.float32,
+                                                                   mode="constant"))
+        return np.clip(augment.sample_crop(subj.spline["reference"], origin, moved, order=3), 0, None)
 
     def _subject(self, rng: np.random.Generator) -> Subject:
         """A random subject: from the whole-head group with ``data.wholehead_probability``."""
@@ -360,7 +440,11 @@ class PatchSampler:
         if self._warping(rng):
             coords = augment.random_warp(size, rng, rotation=d.rotation, zoom=d.zoom, asymmetry=d.asymmetry,
                                          elastic=d.elastic)
-        origin = self._crop_origin(subj, size, rng, self._reach(size) if coords is not None else 0)
+        self._coords = coords  # the reference of a guided model follows the same warp
+        reach = self._reach(size) if coords is not None else 0
+        if self.cfg.data.reference and self._misregistering():
+            reach += self._reference_reach(size)
+        origin = self._crop_origin(subj, size, rng, reach)
         if origin is None:
             p = self.cfg.train.patch
             raise ConfigError(f"train.patch: {p} plus margins ({size}) does not fit in the training region of "
