@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from machine import describe, machine_info
 
+    from machine import describe, machine_info
     from mrisr.registry import load_model
     from mrisr.training.real_heads import data_folder
 

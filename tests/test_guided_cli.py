@@ -233,7 +233,8 @@ def test_pipeline_refusals_in_python(guided):
         upscale_volume(vol, spacing=1, model=guided, device="cpu")
 
 
-@pytest.mark.parametrize("kw, words", [({"ensemble": "median"}, "flip ensemble"), ({"uncertainty": True}, "flip ensemble"),
+@pytest.mark.parametrize("kw, words", [({"ensemble": "median"}, "flip ensemble"),
+                                       ({"uncertainty": True}, "flip ensemble"),
                                        ({"adapt": 30}, "--adapt does not take a reference yet")])
 def test_python_api_refuses_a_reference_with_the_ensemble_or_adapt(scans, guided, kw, words):
     lr, ref = scans

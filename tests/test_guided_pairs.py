@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from test_training import _blobs
 
 from mrisr.training.config import config_from_dict
 from mrisr.training.data import PatchSampler, Subject, _guided_partners, head_mask
+from test_training import _blobs
 
 
 def _cfg(**deg):
@@ -62,7 +62,10 @@ def test_coarser_reference_is_smoother() -> None:
     subj.reference = subj.image
     x, y, _ = PatchSampler(_cfg(reference_resolution=[1.6, 1.6]), [subj]).batch(1)
     ref, truth = x[:, 1], y[:, 0]
-    grad = lambda v: float(np.abs(np.diff(v, axis=-1)).mean())
+
+    def grad(v):
+        return float(np.abs(np.diff(v, axis=-1)).mean())
+
     assert grad(ref) < 0.95 * grad(truth)
     assert abs(ref.mean() - truth.mean()) < 0.1 * truth.mean()
 
