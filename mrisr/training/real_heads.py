@@ -34,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MrisrError
 from ..masks import head_mask
-from ..model_card import file_sha256
 from ..resample import resample_to_grid
 from .data import VALIDATION_CASES, Acquisition, ValidationCase, scaled_cases, simulate
 from .lr_pairs import crop_to_scale, degrade_to_lr, hr_grid_of_lr
+from .wholehead import verified
 
 
 @dataclass(frozen=True)
@@ -101,12 +100,7 @@ def _read(folder: Path, head: HeadFile) -> np.ndarray:
 
     from ..intensity import robust_scale
 
-    path = Path(folder) / head.name
-    if not path.is_file():
-        raise MrisrError(f"{path}: missing (set {ENV} to the folder of the real validation heads)")
-    got = file_sha256(path)
-    if got != head.sha256:
-        raise MrisrError(f"{path}: checksum mismatch: expected {head.sha256}, got {got}")
+    path = verified(Path(folder) / head.name, head.sha256, f"set {ENV} to the folder of the real validation heads")
     data = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
     return (data / np.float32(robust_scale(data))).astype(np.float32)
 

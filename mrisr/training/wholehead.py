@@ -88,22 +88,34 @@ SOURCES: tuple[Source, ...] = (
 )
 
 
+def verified(path: Path, digest: str, hint: str) -> Path:
+    """``path`` if it exists with sha256 ``digest``.
+
+    Raises:
+        MrisrError: ``<path>: missing; <hint>``, or the checksum mismatch.
+
+    Example:
+        >>> verified(Path("/nonexistent.nii"), "0" * 64, "fetch it first")
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.MrisrError: /nonexistent.nii: missing; fetch it first
+    """
+    if not path.is_file():
+        raise MrisrError(f"{path}: missing; {hint}")
+    got = file_sha256(path)
+    if got != digest:
+        raise MrisrError(f"{path}: checksum mismatch: expected {digest}, got {got}")
+    return path
+
+
 def verify(folder: Path, sources: tuple[Source, ...] = SOURCES) -> dict[str, Path]:
     """Paths of the volumes in ``folder``, checksummed.
 
     Raises:
         MrisrError: naming a missing file or a checksum mismatch.
     """
-    out = {}
-    for s in sources:
-        p = Path(folder) / s.file
-        if not p.is_file():
-            raise MrisrError(f"{p}: missing; run `mrisr train --config ... --fetch-data` first")
-        got = file_sha256(p)
-        if got != s.sha256:
-            raise MrisrError(f"{p}: checksum mismatch: expected {s.sha256}, got {got}")
-        out[s.key] = p
-    return out
+    hint = "run `mrisr train --config ... --fetch-data` first"
+    return {s.key: verified(Path(folder) / s.file, s.sha256, hint) for s in sources}
 
 
 def _download(package: str, version: str, tmp: str) -> Path:
