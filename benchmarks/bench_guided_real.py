@@ -136,11 +136,11 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
     from mrisr.qc import qc_picture
     from mrisr.reference import resample_reference
     from mrisr.registration import describe_rigid, register_rigid
-    from mrisr.training.real_heads import HEADS, REAL_LR, _read, inplane_cases
+    from mrisr.training.real_heads import HEADS, REAL_LR, inplane_cases, read_head
     from mrisr.volume import Volume
 
     pd_img, t1_img = nib.load(str(folder / REAL_LR.name)), nib.load(str(folder / HEADS["chris_t1_088mm"].name))
-    pd, t1 = _read(folder, REAL_LR), _read(folder, HEADS["chris_t1_088mm"])
+    pd, t1 = read_head(folder, REAL_LR), read_head(folder, HEADS["chris_t1_088mm"])
     zooms = [float(z) for z in pd_img.header.get_zooms()[:3]]
     info: dict = {}
     t0 = time.perf_counter()
@@ -184,11 +184,11 @@ def simulated_pairs(folder: Path, defaults, guided, done: set, log) -> list[dict
 
     from mrisr.masks import head_mask
     from mrisr.training.data import VALIDATION_CASES, simulate
-    from mrisr.training.real_heads import HEADS, _read
+    from mrisr.training.real_heads import HEADS, read_head
 
     rows = []
     for key, head in HEADS.items():
-        t1 = _read(folder, head)
+        t1 = read_head(folder, head)
         zooms = [float(z) for z in nib.load(str(folder / head.name)).header.get_zooms()[:3]]
         reference = corrupted_copy(t1, zooms)
         for label, kind, acq_name in SIM_ROWS:

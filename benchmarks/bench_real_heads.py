@@ -24,22 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
-
-
-def cpu_name() -> str:
-    """The CPU model and its vector flags, from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    kinds = [k for k, f in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("BF16", "avx512_bf16")) if f in flags]
-    return f"{name} ({'/'.join(kinds) or 'no AVX2'})"
 
 
 def upscale_rows(model, cases: list[str], consistency: bool, adapt: float | None, log=print) -> list[dict]:
@@ -53,11 +40,11 @@ def upscale_rows(model, cases: list[str], consistency: bool, adapt: float | None
     from mrisr.metrics import psnr
     from mrisr.training.data import VALIDATION_CASES
     from mrisr.training.lr_pairs import crop_to_scale, degrade_to_lr
-    from mrisr.training.real_heads import HEADS, _read, data_folder
+    from mrisr.training.real_heads import HEADS, data_folder, read_head
 
     rows = []
     for key, head in HEADS.items():
-        volume = _read(data_folder(), head)
+        volume = read_head(data_folder(), head)
         for name in cases:
             acq = VALIDATION_CASES[name]
             scale = tuple(int(round(f)) for f in acq.factors)
@@ -115,14 +102,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from machine import describe, machine_info
     from mrisr.registry import list_models, load_model
     from mrisr.training.export import real_head_report, real_head_table
 
     names = args.models or [m.name for m in list_models() if "guided" not in m.name]
-    out = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "precision": args.precision, "models": {}}
+    out = {"machine": machine_info(), "threads": torch.get_num_threads(), "precision": args.precision,
+           "models": {}}
     for name in names:
         model = load_model(name)
-        print(f"== {model.name} {model.card.version}  ({out['cpu']}, {out['threads']} threads)", flush=True)
+        print(f"== {model.name} {model.card.version}  ({describe(out['machine'])})", flush=True)
         t0 = time.perf_counter()
         if args.upscale:
             from mrisr.training.real_heads import REAL_CASES

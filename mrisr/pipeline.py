@@ -485,9 +485,8 @@ def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: U
            threads: int | None, progress: ProgressCallback | None) -> tuple[Any, ProgressCallback | None]:
     """The model fine-tuned on the input's first volume (:func:`mrisr.adapt.adapt_model`), and the progress
     callback for the rest of the run (adaptation takes the first :data:`ADAPT_SHARE` of the bar)."""
-    from .adapt import adapt_model, check_adaptable
+    from .adapt import adapt_model
 
-    check_adaptable(loaded, guided=False)
     n = report.n_volumes
     on_adapt = None if progress is None else (lambda f: progress(ADAPT_SHARE * f * n, n))
     t0 = time.perf_counter()

@@ -45,3 +45,23 @@ def nifti_header(shape, dtype, affine: np.ndarray, sform_code: int = 1, qform_co
     hdr.set_sform(affine, code=sform_code)
     hdr.set_qform(affine if qform_code else None, code=qform_code)
     return hdr
+
+
+def tiny_recnn_model(normalisation: str = "foreground_median", bias: float = 0.3, name: str = "tiny"):
+    """A small factor-conditioned ReCNN (3 layers x 6 filters, seeded, biases uniform in +-``bias``) as a
+    loaded model whose card names ``normalisation``."""
+    import torch
+    from torch import nn
+
+    from mrisr.archs.recnn import ReCNN
+    from mrisr.model_card import LoadedModel, example_card
+
+    torch.manual_seed(0)
+    net = ReCNN(3, 6, cond_dim=3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv3d):
+                m.bias.uniform_(-bias, bias)
+    card = example_card(name=name, architecture={"name": "recnn", "params": net.config()},
+                        normalisation={"method": normalisation})
+    return LoadedModel(name, card, net.eval(), "0" * 64, None)

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import mrisr
+from helpers import tiny_recnn_model
 from mrisr.adapt import AdaptOptions, adapt_model, check_adaptable, internal_factors
 from mrisr.archs.recnn import ReCNN
 from mrisr.errors import MrisrError
@@ -26,15 +26,7 @@ def _volume(shape=(40, 40, 10), seed=0) -> np.ndarray:
 
 
 def _model() -> LoadedModel:
-    torch.manual_seed(0)
-    net = ReCNN(3, 6, cond_dim=3)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv3d):
-                m.bias.uniform_(-0.1, 0.1)
-    card = example_card(name="tiny", architecture={"name": "recnn", "params": net.config()},
-                        normalisation={"method": "foreground_median"})
-    return LoadedModel("tiny", card, net.eval(), "0" * 64, None)
+    return tiny_recnn_model(bias=0.1)
 
 
 def test_internal_pairs_thicken_the_fine_axes_or_degrade_again():

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from mrisr.archs.recnn import ReCNN
+from helpers import tiny_recnn_model
 from mrisr.engine import enhance
 from mrisr.errors import MrisrError
 from mrisr.intensity import foreground_median, normalising_scale, robust_scale
@@ -31,15 +29,7 @@ def _head(seed: int = 0, shape=(28, 26, 24)) -> np.ndarray:
 
 
 def _model(normalisation: str) -> LoadedModel:
-    torch.manual_seed(0)
-    net = ReCNN(3, 6, cond_dim=3)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv3d):
-                m.bias.uniform_(-0.3, 0.3)
-    card = example_card(name="t", architecture={"name": "recnn", "params": net.config()},
-                        normalisation={"method": normalisation})
-    return LoadedModel("t", card, net.eval(), "0" * 64, None)
+    return tiny_recnn_model(normalisation, bias=0.3, name="t")
 
 
 # ------------------------------------------------------------------ normalisation

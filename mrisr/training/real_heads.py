@@ -93,7 +93,7 @@ def available(folder: Path | None = None) -> bool:
     return all((folder / h.name).is_file() for h in [*HEADS.values(), REAL_LR])
 
 
-def _read(folder: Path, head: HeadFile) -> np.ndarray:
+def read_head(folder: Path, head: HeadFile) -> np.ndarray:
     """The volume, checksummed, divided by its robust maximum (so that an acquisition's ``noise`` is a
     fraction of it, as :func:`mrisr.degradation.degrade` defines; PSNR does not depend on the scale)."""
     import nibabel as nib
@@ -176,10 +176,10 @@ def all_cases(names: list[str] | None = None, folder: Path | None = None,
     names = list(REAL_CASES) if names is None else names
     cases = []
     for key, head in HEADS.items():
-        vol = _read(folder, head)
+        vol = read_head(folder, head)
         cases += head_cases(key, vol if crop is None else crop(vol), names, scale)
     if inplane:
-        vol = _read(folder, REAL_LR)
+        vol = read_head(folder, REAL_LR)
         zooms = nib.load(str(folder / REAL_LR.name)).header.get_zooms()[:3]
         cases += inplane_cases(vol if crop is None else crop(vol), float(zooms[2] / zooms[0]), scale)
     return cases
