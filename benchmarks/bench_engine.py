@@ -4,7 +4,7 @@ Measures, each part in its own child process so peak memory is clean:
 
 a. raw network throughput on one large patch (voxels/s and GFLOP/s from the
    layer shapes), fp32 and bf16;
-b. ``mrisr.engine.enhance`` on a head-sized volume (a synthetic head or a
+b. ``mrisr.inference.engine.enhance`` on a head-sized volume (a synthetic head or a
    NIfTI file), split into normalisation / network / stitching, with the
    network time compared with the raw throughput for the same voxels;
 c. peak RSS of every part (``resource.getrusage``).
@@ -79,7 +79,7 @@ def part_raw(args: argparse.Namespace, precision: str) -> dict:
     """(a) throughput of one forward pass on a ``raw_patch`` cube."""
     import torch
 
-    from mrisr.device import autocast
+    from mrisr.inference.device import autocast
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,8 +114,8 @@ def part_enhance(args: argparse.Namespace, precision: str) -> dict:
     """(b) enhance on the head-sized volume, with its time split."""
     import torch
 
-    from mrisr.engine import enhance
-    from mrisr.model_card import LoadedModel, example_card
+    from mrisr.inference.engine import enhance
+    from mrisr.inference.model_card import LoadedModel, example_card
 
     data = load_input(args)
     rss_input = peak_rss_mb()

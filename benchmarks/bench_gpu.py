@@ -9,7 +9,7 @@ a. **network**: Mvox/s of the default model's forward pass on ``--patch``^3 patc
 b. **end to end**: seconds of ``mrisr.upscale`` for a 256^3 output (a synthetic 2 mm head phantom of
    128^3 upscaled to 1 mm, default device and precision), median of ``--repeat`` after a warm-up, next
    to the spline-only time;
-c. **CPU agreement**: ``mrisr.engine.enhance`` on a small phantom on CUDA (fp16, bf16, fp32) against the
+c. **CPU agreement**: ``mrisr.inference.engine.enhance`` on a small phantom on CUDA (fp16, bf16, fp32) against the
    CPU in fp32; the largest difference must stay within the bf16 tolerance of the engine tests (1e-2 of
    the intensity scale).
 
@@ -186,7 +186,7 @@ def agreement_rows(model, args: argparse.Namespace, budget: Budget) -> list[dict
     """Largest |CUDA - CPU fp32| of ``enhance`` on a small phantom, relative to the intensity scale."""
     import numpy as np
 
-    from mrisr.engine import enhance
+    from mrisr.inference.engine import enhance
 
     x = phantom((args.check_side,) * 3, seed=2)
     cpu, stats = enhance(x, model, device="cpu", precision="fp32", factors=(2.0, 2.0, 2.0))
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from mrisr.registry import load_model
+    from mrisr.inference.registry import load_model
 
     budget = Budget(args.budget_s)
     t0 = time.perf_counter()

@@ -20,9 +20,9 @@ The real validation heads live outside the repository (``../shared/data/`` or ``
    contrast inverted: CSF bright, white matter dark, air still dark; a stand-in for a T2/PD of the same anatomy:
    the real PD of part 2 is the only real cross-contrast truth).
 
-Every figure is PSNR (dB) over the head mask of the truth (:func:`mrisr.masks.head_mask`), the network through
-the code ``mrisr upscale`` runs (:func:`mrisr.engine.enhance`, or :func:`mrisr.upscale` in part 1). The JSON
-records the machine (:mod:`machine`).
+Every figure is PSNR (dB) over the head mask of the truth (:func:`mrisr.evaluation.masks.head_mask`), the network
+through the code ``mrisr upscale`` runs (:func:`mrisr.inference.engine.enhance`, or :func:`mrisr.upscale` in part
+1). The JSON records the machine (:mod:`machine`).
 
 Usage (from the repository root)::
 
@@ -69,7 +69,7 @@ def remap(t1: np.ndarray, kind: str) -> np.ndarray:
         >>> bool(np.all(np.diff(m) > 0)), bool(t2[1] > t2[2] > t2[3] > t2[0])
         (True, True)
     """
-    from mrisr.intensity import normalising_scale
+    from mrisr.inference.intensity import normalising_scale
 
     if kind == "none":
         return t1
@@ -89,7 +89,7 @@ def corrupted_copy(volume: np.ndarray, zooms, seed: int = 7) -> np.ndarray:
     """An independent acquisition of the same head: shifted (:data:`REF_SHIFT_MM`), blurred, own noise."""
     from scipy import ndimage
 
-    from mrisr.degradation import add_rician_noise
+    from mrisr.acquisition.degrade import add_rician_noise
 
     rng = np.random.default_rng(seed)
     shift = np.asarray(REF_SHIFT_MM) / np.asarray(zooms, np.float64)
@@ -101,8 +101,8 @@ def corrupted_copy(volume: np.ndarray, zooms, seed: int = 7) -> np.ndarray:
 def psnr_rows(label: str, head: str, acq_name: str, inp: np.ndarray, target: np.ndarray, mask: np.ndarray,
               factors, reference: np.ndarray, defaults, guided, done: set, log) -> list[dict]:
     """One row per method (spline, each default, each guided model) of one input."""
-    from mrisr.engine import enhance
-    from mrisr.metrics import psnr
+    from mrisr.evaluation.metrics import psnr
+    from mrisr.inference.engine import enhance
 
     rows = []
     key = (label, head, acq_name)
@@ -132,11 +132,11 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
     import nibabel as nib
 
     import mrisr
-    from mrisr.geometry import target_grid
-    from mrisr.qc import qc_picture
-    from mrisr.reference import resample_reference
-    from mrisr.registration import describe_rigid, register_rigid
+    from mrisr.evaluation.qc import qc_picture
+    from mrisr.geometry.grid import target_grid
     from mrisr.training.real_heads import HEADS, REAL_LR, inplane_cases, read_head
+    from mrisr.trust.reference import resample_reference
+    from mrisr.trust.registration import describe_rigid, register_rigid
     from mrisr.volume import Volume
 
     pd_img, t1_img = nib.load(str(folder / REAL_LR.name)), nib.load(str(folder / HEADS["chris_t1_088mm"].name))
@@ -182,7 +182,7 @@ def simulated_pairs(folder: Path, defaults, guided, done: set, log) -> list[dict
     """Part 3 (see the module docstring)."""
     import nibabel as nib
 
-    from mrisr.masks import head_mask
+    from mrisr.evaluation.masks import head_mask
     from mrisr.training.data import VALIDATION_CASES, simulate
     from mrisr.training.real_heads import HEADS, read_head
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from machine import describe, machine_info
-    from mrisr.registry import load_model
+    from mrisr.inference.registry import load_model
     from mrisr.training.real_heads import data_folder
 
     if args.threads:

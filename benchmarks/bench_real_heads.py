@@ -35,9 +35,9 @@ def upscale_rows(model, cases: list[str], consistency: bool, adapt: float | None
     import numpy as np
 
     import mrisr
-    from mrisr.geometry import target_grid
-    from mrisr.masks import head_mask
-    from mrisr.metrics import psnr
+    from mrisr.evaluation.masks import head_mask
+    from mrisr.evaluation.metrics import psnr
+    from mrisr.geometry.grid import target_grid
     from mrisr.training.data import VALIDATION_CASES
     from mrisr.training.lr_pairs import crop_to_scale, degrade_to_lr
     from mrisr.training.real_heads import HEADS, data_folder, read_head
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from machine import describe, machine_info
-    from mrisr.registry import list_models, load_model
+    from mrisr.inference.registry import list_models, load_model
     from mrisr.training.export import real_head_report, real_head_table
 
     names = args.models or [m.name for m in list_models() if "guided" not in m.name]

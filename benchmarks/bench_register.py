@@ -2,9 +2,9 @@
 
 Each case moves a contrast of the template by a known rigid transform,
 acquires it at a clinical resolution (the training degradations of
-:func:`mrisr.degradation.degrade`, with Rician noise), and registers the
+:func:`mrisr.acquisition.degrade.degrade`, with Rician noise), and registers the
 template T1 (the 1 mm reference) to it with
-:func:`mrisr.registration.register_rigid`, exactly as ``mrisr upscale
+:func:`mrisr.trust.registration.register_rigid`, exactly as ``mrisr upscale
 --reference T1 --register rigid`` does. Reported per case: wall seconds (best
 of ``--repeat``), the rotation left over (degrees, of ``inv(truth) @ found``)
 and the largest displacement error over eight points 60 mm from the head's
@@ -67,9 +67,9 @@ def worst_error_mm(found: np.ndarray, truth: np.ndarray, centre: np.ndarray, rad
 
 
 def run_case(case, t1, gm, wm, affine, repeat: int) -> dict:
-    from mrisr.degradation import degrade
-    from mrisr.registration import describe_rigid, register_rigid
+    from mrisr.acquisition.degrade import degrade
     from mrisr.training.synth import synthesize
+    from mrisr.trust.registration import describe_rigid, register_rigid
 
     name, contrast, spacing, psf, axis, degrees, shift = case
     truth = rigid(axis, degrees, shift)

@@ -3,7 +3,7 @@
 A 1x1x4 learned-upsampling model (``rrlsrn-1x1x4``, ``georgescu-1x1x4``) was
 trained with its thick axis along voxel axis 2 (axial slices of the
 template). ``mrisr upscale`` runs it on slices thick along axis 0 or 1 too,
-transposed (:func:`mrisr.upsampling.placement`). This measures what that
+transposed (:func:`mrisr.inference.upsampling.placement`). This measures what that
 gives: the validation cases of the model's training configuration
 (:func:`mrisr.training.data.validation_cases`: the held-out slab, each
 contrast acquired as 4 mm slices as the ``thick4-slice`` case) with the
@@ -39,8 +39,8 @@ def measure(case, model, ensemble: str | None) -> dict:
     import nibabel as nib
 
     import mrisr
-    from mrisr.geometry import target_grid
-    from mrisr.metrics import psnr, ssim
+    from mrisr.evaluation.metrics import psnr, ssim
+    from mrisr.geometry.grid import target_grid
 
     scale = case.acquisition.factors
     img = nib.Nifti1Image(case.lr, target_grid(np.eye(4), case.target.shape, scale).affine)  # output: the slab's grid
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
 
-    from mrisr.registry import load_model
+    from mrisr.inference.registry import load_model
     from mrisr.training.config import load_config
     from mrisr.training.data import load_subjects, validation_cases
 

@@ -7,8 +7,8 @@ slab of ``mrisr.training.data``, never touched by a training crop):
    :func:`mrisr.training.data.validation_cases` does (same degradation, same
    noise seed) and checks that its spline interpolation is the case's input;
 2. runs the network through the inference path of ``mrisr upscale``
-   (:func:`mrisr.engine.enhance`);
-3. corrects the result as ``--consistency`` does (:class:`mrisr.consistency.ConsistencyTracker`
+   (:func:`mrisr.inference.engine.enhance`);
+3. corrects the result as ``--consistency`` does (:class:`mrisr.trust.consistency.ConsistencyTracker`
    with its defaults: the PSF chosen by ``auto``, the correction weighted
    above the residual's noise), and, for comparison, projects it exactly
    with the box PSF (the former default) and with the case's true PSF
@@ -19,7 +19,7 @@ slab of ``mrisr.training.data``, never touched by a training crop):
 4. checks the acceptance rule of ``--consistency``: it loses at most 0.1 dB
    of PSNR against the raw network and lowers its consistency error (with
    the operator it reports);
-5. runs the input checks (:mod:`mrisr.ood`) on ``y``;
+5. runs the input checks (:mod:`mrisr.trust.ood`) on ``y``;
 6. with ``--ensemble``, runs the flip ensemble (8 passes) and reports the
    PSNR of its mean and how well its std map follows the actual error
    (Pearson correlation over the head mask; mean std over RMS error).
@@ -60,14 +60,14 @@ def load_network(model: str | None, untrained: bool):
         import torch
 
         from mrisr.archs.recnn import ReCNN
-        from mrisr.model_card import LoadedModel, example_card
+        from mrisr.inference.model_card import LoadedModel, example_card
 
         torch.manual_seed(0)
         net = ReCNN(3, 4, cond_dim=3)
         card = example_card(name="untrained", architecture={"name": "recnn", "params": net.config()},
                             training={"data": "none", "input_spacing_mm": [1, 6], "factor": [1, 6]})
         return LoadedModel("untrained", card, net.eval(), "0" * 64, Path("."))
-    from mrisr.registry import load_model
+    from mrisr.inference.registry import load_model
 
     return load_model(model)
 
@@ -77,11 +77,11 @@ def rebuild_input(hr: np.ndarray, acq) -> tuple[np.ndarray, object]:
 
     Same steps and noise seed as :func:`mrisr.training.data.simulate` in
     ``validation_cases``; ``grid`` is the output grid of the upscale (HR
-    voxels in LR voxel coordinates), on which :class:`mrisr.consistency.Projector`
+    voxels in LR voxel coordinates), on which :class:`mrisr.trust.consistency.Projector`
     rebuilds the very operator that made ``y``.
     """
-    from mrisr.degradation import add_rician_noise, degrade
-    from mrisr.geometry import target_grid
+    from mrisr.acquisition.degrade import add_rician_noise, degrade
+    from mrisr.geometry.grid import target_grid
     from mrisr.training.data import hr_grid_in_lr
 
     rng = np.random.default_rng(1234)
@@ -100,11 +100,11 @@ def centre_crop(a: np.ndarray, size: int | None) -> np.ndarray:
 
 def measure_case(case, model, precision: str, crop: int | None, ensemble: bool) -> dict:
     """All figures of one validation case."""
-    from mrisr.consistency import ConsistencyTracker, Projector, consistency_error, robust_range
-    from mrisr.engine import enhance
-    from mrisr.metrics import psnr, ssim
-    from mrisr.ood import assess_input
-    from mrisr.resample import resample_to_grid
+    from mrisr.evaluation.metrics import psnr, ssim
+    from mrisr.geometry.resample import resample_to_grid
+    from mrisr.inference.engine import enhance
+    from mrisr.trust.consistency import ConsistencyTracker, Projector, consistency_error, robust_range
+    from mrisr.trust.ood import assess_input
 
     acq = case.acquisition
     hr, mask = centre_crop(case.target, crop), centre_crop(case.mask, crop)
@@ -143,7 +143,7 @@ def measure_case(case, model, precision: str, crop: int | None, ensemble: bool) 
     spacing = tuple(float(f) for f in acq.factors)  # HR voxels are 1 mm: LR spacing = factors
     row["ood_warnings"] = assess_input(y, spacing, (1.0, 1.0, 1.0), model.card).warnings
     if ensemble:
-        from mrisr.ensemble import flip_ensemble
+        from mrisr.inference.ensemble import flip_ensemble
 
         t0 = time.perf_counter()
         mean, std, _ = flip_ensemble(spline, model, acq.factors, "mean", device="cpu", precision=precision)

@@ -65,7 +65,7 @@ def template_head(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def degraded_head(hr: np.ndarray, affine: np.ndarray, factors, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``mrisr degrade`` (box PSF) of the head by ``factors``, saved to ``path``; returns (data, affine)."""
-    from mrisr.degradation import degrade
+    from mrisr.acquisition.degrade import degrade
 
     lr, lr_affine = degrade(hr, affine, factors, psf="box")
     nib.save(nib.Nifti1Image(lr, lr_affine), str(path))

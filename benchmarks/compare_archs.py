@@ -34,7 +34,7 @@ The protocol of docs/models.md, "Comparison under one protocol":
   train --export``, writes ``OUT/models/NAME`` (model.pt, card.json,
   validation.md): the held-out slab, each contrast (``--contrasts``) and
   acquisition (iso2-box, thick4-slice and ``--cases``), the network run
-  through ``mrisr.engine.enhance`` or ``mrisr.upsampling.upscale_learned``,
+  through ``mrisr.inference.engine.enhance`` or ``mrisr.inference.upsampling.upscale_learned``,
   PSNR and SSIM against the cubic spline of the same low-resolution volume.
   A learned-upsampling row is evaluated on the acquisitions whose factors are
   its scale (the others are refused by ``upscale``). The Georgescu rows are also
@@ -317,7 +317,7 @@ class Progress:
 
 def train_row(cfg, config_path: Path, run_dir: Path, init_dir: Path | None, progress: Progress) -> None:
     """Train (or continue with ``resume``) until ``train.steps``; nothing if the checkpoint is there."""
-    from mrisr.registry import load_model
+    from mrisr.inference.registry import load_model
     from mrisr.training.trainer import train
 
     done = checkpoint_step(run_dir)
@@ -358,7 +358,7 @@ def flops_per_voxel(network, out_size: int = FLOP_OUTPUT) -> float:
     import torch
     from torch import nn
 
-    from mrisr.upsampling import upsampling_scale
+    from mrisr.inference.upsampling import upsampling_scale
 
     net = network.to("meta").eval()
     scale = upsampling_scale(net) or (1, 1, 1)
@@ -423,8 +423,8 @@ def time_upscale(path: Path, threads: int, repeats: int = 2, precision: str = "a
 def head_timing(out: Path, data_dir: Path, model_dir: Path, scale, threads: int, results: dict) -> dict:
     """CPU seconds of the exported model on the template head (input: 2 mm, or the network's scale),
     with the spline's time for that input recorded once in ``results["head_inputs"]``; bf16 where supported."""
-    from mrisr.device import cpu_supports_bf16
-    from mrisr.registry import load_model
+    from mrisr.inference.device import cpu_supports_bf16
+    from mrisr.inference.registry import load_model
 
     factors = tuple(scale) if scale else (2, 2, 2)
     path = head_input(out, data_dir, factors)

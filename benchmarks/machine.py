@@ -64,7 +64,7 @@ def machine_info() -> dict:
     try:
         import torch
 
-        from mrisr.device import cpu_supports_bf16
+        from mrisr.inference.device import cpu_supports_bf16
 
         info.update(torch=torch.__version__, torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
                     torch_threads=torch.get_num_threads(), native_bf16=cpu_supports_bf16())

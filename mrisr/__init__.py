@@ -17,15 +17,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "upscale": "mrisr.pipeline",
-    "load_volume": "mrisr.io",
-    "save_volume": "mrisr.writer",
+    "upscale": "mrisr.pipeline.upscale",
+    "load_volume": "mrisr.io.read",
+    "save_volume": "mrisr.io.writer",
     "Volume": "mrisr.volume",
-    "target_grid": "mrisr.geometry",
-    "TargetGrid": "mrisr.geometry",
-    "resample_to_grid": "mrisr.resample",
-    "degrade": "mrisr.degradation",
-    "evaluate": "mrisr.metrics",
+    "target_grid": "mrisr.geometry.grid",
+    "TargetGrid": "mrisr.geometry.grid",
+    "resample_to_grid": "mrisr.geometry.resample",
+    "degrade": "mrisr.acquisition.degrade",
+    "evaluate": "mrisr.evaluation.metrics",
     "MrisrError": "mrisr.errors",
 }
 

@@ -3,7 +3,7 @@
 One convention inside mrisr: RAS world coordinates (mm), voxel centres at
 integer indices, a 4x4 float64 affine, data as float32 with the three spatial
 axes first (a 4th axis holds volumes of a time series). Readers convert to it
-at the I/O boundary (``mrisr.io``) and the writer (``mrisr.writer``) converts
+at the I/O boundary (``mrisr.io.read``) and the writer (``mrisr.io.writer``) converts
 back; nothing in between deals with LPS or file formats.
 """
 

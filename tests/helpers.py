@@ -54,7 +54,7 @@ def tiny_recnn_model(normalisation: str = "foreground_median", bias: float = 0.3
     from torch import nn
 
     from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import LoadedModel, example_card
+    from mrisr.inference.model_card import LoadedModel, example_card
 
     torch.manual_seed(0)
     net = ReCNN(3, 6, cond_dim=3)

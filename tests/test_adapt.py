@@ -1,4 +1,4 @@
-"""Per-scan adaptation (mrisr.adapt, ``mrisr upscale --adapt``)."""
+"""Per-scan adaptation (mrisr.inference.adapt, ``mrisr upscale --adapt``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 
 import mrisr
 from helpers import tiny_recnn_model
-from mrisr.adapt import AdaptOptions, adapt_model, check_adaptable, internal_factors
 from mrisr.archs.recnn import ReCNN
 from mrisr.errors import MrisrError
-from mrisr.model_card import LoadedModel, example_card
+from mrisr.inference.adapt import AdaptOptions, adapt_model, check_adaptable, internal_factors
+from mrisr.inference.model_card import LoadedModel, example_card
 
 
 def _volume(shape=(40, 40, 10), seed=0) -> np.ndarray:
@@ -99,7 +99,7 @@ def test_cli_adapt_writes_its_record_and_a_changed_budget_is_a_changed_setting(t
     from typer.testing import CliRunner
 
     from mrisr.cli.app import app
-    from mrisr.model_card import save_model
+    from mrisr.inference.model_card import save_model
 
     model = _model()
     folder = tmp_path / "tiny-model"

@@ -23,9 +23,9 @@ from mrisr.archs.recnn import ReCNN
 from mrisr.archs.rrlsrn import RRLSRN, up_kernel
 from mrisr.archs.shuffle import pixel_shuffle_3d
 from mrisr.archs.srcnn3d import SRCNN3D
-from mrisr.engine import enhance, whole_volume
 from mrisr.errors import MrisrError
-from mrisr.model_card import LoadedModel, architecture_name, example_card, instantiate, save_model
+from mrisr.inference.engine import enhance, whole_volume
+from mrisr.inference.model_card import LoadedModel, architecture_name, example_card, instantiate, save_model
 from mrisr.training.gan import super_resolve
 
 FP32 = dict(device="cpu", precision="fp32")

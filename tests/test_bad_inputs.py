@@ -12,11 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import mrisr.writer as writer
+import mrisr.io.writer as writer
 from helpers import nifti_header
 from mrisr.errors import InputError, OutputError
-from mrisr.io import load_volume
-from mrisr.writer import save_volume
+from mrisr.io.read import load_volume
+from mrisr.io.writer import save_volume
 
 SHAPE = (4, 5, 3)
 AFFINE = np.array([[0.0, 0.0, 2.0, -30.0], [-1.0, 0.0, 0.0, 12.0], [0.0, 1.2, 0.0, -8.5], [0, 0, 0, 1.0]])

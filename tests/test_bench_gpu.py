@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mrisr.archs.recnn import ReCNN
-from mrisr.model_card import LoadedModel, example_card
+from mrisr.inference.model_card import LoadedModel, example_card
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mrisr.bids import find_anat, source_metadata
 from mrisr.cli.app import app
 from mrisr.errors import MrisrError
+from mrisr.pipeline.bids import find_anat, source_metadata
 
 
 def _image(path: Path, seed: int, zooms=(2.0, 2.0, 3.0)) -> None:

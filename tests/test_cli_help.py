@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.cli.models_cmd import TRAINABLE_ARCHS, use_for
-from mrisr.registry import list_models
+from mrisr.inference.registry import list_models
 from mrisr.training.config import TRAINABLE
 
 UPSCALE_PANELS = ("Input and output", "Target grid", "Model", "Trust the result", "Batch", "Performance",
@@ -92,7 +92,7 @@ def test_every_trainable_architecture_is_listed_with_its_paper(args):
 
 
 def test_use_for_of_a_card_without_scale_or_reference():
-    from mrisr.model_card import example_card
+    from mrisr.inference.model_card import example_card
 
     card = example_card(training={**example_card().training, "factor": [1.0, 6.0]})
     assert use_for(card).startswith("any factor 1-6x")

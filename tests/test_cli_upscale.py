@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.cli.common import join_multi_values, parse_numbers
-from mrisr.geometry import target_grid
-from mrisr.resample import resample_to_grid
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
 
 RNG = np.random.default_rng(3)
 

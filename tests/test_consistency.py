@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr import pipeline
-from mrisr.consistency import (
+from mrisr.acquisition.degrade import PSFS, degrade
+from mrisr.errors import MrisrError
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.pipeline import upscale as pipeline
+from mrisr.trust.consistency import (
     NOISE_FACTOR,
     ConsistencyTracker,
     Projector,
@@ -22,10 +26,6 @@ from mrisr.consistency import (
     select_psf,
     weigh_residual,
 )
-from mrisr.degradation import PSFS, degrade
-from mrisr.errors import MrisrError
-from mrisr.geometry import target_grid
-from mrisr.resample import resample_to_grid
 from mrisr.volume import Volume
 
 RNG = np.random.default_rng(11)
@@ -283,7 +283,7 @@ def _tiny_model():
     import torch
 
     from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import LoadedModel, example_card
+    from mrisr.inference.model_card import LoadedModel, example_card
 
     torch.manual_seed(0)
     net = ReCNN(3, 4, cond_dim=3)
@@ -325,7 +325,7 @@ def test_cli_consistency_json_record_has_the_three_errors(tmp_path):
     from typer.testing import CliRunner
 
     from mrisr.cli.app import app
-    from mrisr.model_card import save_model
+    from mrisr.inference.model_card import save_model
 
     model = _tiny_model()
     folder = tmp_path / "tiny"

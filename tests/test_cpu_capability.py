@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from mrisr import device as dev
 from mrisr.archs.georgescu import Georgescu
 from mrisr.archs.recnn import ReCNN
-from mrisr.engine import enhance
-from mrisr.model_card import LoadedModel, example_card
-from mrisr.upsampling import upsample
+from mrisr.inference import device as dev
+from mrisr.inference.engine import enhance
+from mrisr.inference.model_card import LoadedModel, example_card
+from mrisr.inference.upsampling import upsample
 
 CPU = torch.device("cpu")
 
@@ -91,7 +91,7 @@ def test_learned_upsampling_warns_too(monkeypatch):
 
 
 def test_the_warning_reaches_the_upscale_report(monkeypatch):
-    from mrisr import pipeline
+    from mrisr.pipeline import upscale as pipeline
     from mrisr.volume import Volume
 
     monkeypatch.setattr(dev, "cpu_supports_bf16", lambda: False)

@@ -10,11 +10,11 @@ import distributed as _dask_distributed  # noqa: F401 - in the test extra: missi
 import pytest
 from typer.testing import CliRunner
 
-from mrisr import distributed
-from mrisr.batch import BatchSettings, plan_batch
 from mrisr.cli.app import app
-from mrisr.distributed import parse_scheduler, run_on_worker
 from mrisr.errors import MrisrError
+from mrisr.pipeline import distributed
+from mrisr.pipeline.batch import BatchSettings, plan_batch
+from mrisr.pipeline.distributed import parse_scheduler, run_on_worker
 from test_jobs import inputs, tiny_model  # noqa: F401 - the fixtures of the --jobs tests
 
 VOLATILE = ("seconds", "timings", "output", "sidecar", "threads")

@@ -1,4 +1,4 @@
-"""Values of the simulated acquisitions of :mod:`mrisr.degradation` and ``mrisr degrade``."""
+"""Values of the simulated acquisitions of :mod:`mrisr.acquisition.degrade` and ``mrisr degrade``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from scipy import integrate, ndimage
 from scipy.stats import norm
 
-from mrisr.degradation import SLICE_EDGE, degrade
+from mrisr.acquisition.degrade import SLICE_EDGE, degrade
 from mrisr.errors import GeometryError, MrisrError
-from mrisr.geometry import target_grid, voxel_sizes
-from mrisr.intensity import robust_scale
-from mrisr.resample import resample_to_grid
+from mrisr.geometry.grid import target_grid, voxel_sizes
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.inference.intensity import robust_scale
 
 OBLIQUE = np.array([[0.9, 0.1, 0.0, -10.0], [0.0, 1.1, 0.2, 5.0], [0.1, 0.0, 1.3, 2.0], [0, 0, 0, 1.0]])
 

@@ -8,10 +8,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from helpers import sitk_image, write_dicom_slice
-from mrisr.dicom import SeriesInfo, is_dicom_file, is_dicom_folder, list_series
 from mrisr.errors import InputError
-from mrisr.io import load_volume
-from mrisr.writer import save_volume
+from mrisr.io.dicom import SeriesInfo, is_dicom_file, is_dicom_folder, list_series
+from mrisr.io.read import load_volume
+from mrisr.io.writer import save_volume
 
 SHAPE = (5, 6, 4)  # columns, rows, slices
 # Sagittal-oblique: first axis runs anterior-posterior-ish, slices step along left-right.

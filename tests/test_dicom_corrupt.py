@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from helpers import write_dicom_slice
 from mrisr.cli.app import app
-from mrisr.dicom import list_series, load_dicom_folder
 from mrisr.errors import InputError
+from mrisr.io.dicom import list_series, load_dicom_folder
 from test_reliability_cli import JUNK_DICM, UID_A, UID_B, dicom_series, good_input
 
 # Tags as they appear in GDCM's implicit-VR little-endian files.

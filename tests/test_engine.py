@@ -8,17 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from mrisr import device as dev
-from mrisr import engine
 from mrisr.archs.recnn import ReCNN
-from mrisr.engine import enhance, make_plan, whole_volume
 from mrisr.errors import InputError, ModelError, MrisrError
-from mrisr.geometry import block_average_affine, target_grid
-from mrisr.intensity import robust_scale
-from mrisr.masks import network_mask
-from mrisr.model_card import LoadedModel, example_card
-from mrisr.resample import resample_to_grid
-from mrisr.tiling import plan_tiles
+from mrisr.evaluation.masks import network_mask
+from mrisr.geometry.grid import block_average_affine, target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.inference import device as dev
+from mrisr.inference import engine
+from mrisr.inference.engine import enhance, make_plan, whole_volume
+from mrisr.inference.intensity import robust_scale
+from mrisr.inference.model_card import LoadedModel, example_card
+from mrisr.inference.tiling import plan_tiles
 
 
 def loaded(net: nn.Module, radius: int | None = None) -> LoadedModel:
@@ -470,10 +470,10 @@ def test_guided_background_is_decided_on_the_image_alone():
 def test_guided_model_needs_a_reference_and_single_models_refuse_one(monkeypatch):
     with pytest.raises(ModelError, match=r"model 'test' is guided \(2 input channels\).*--reference"):
         enhance(volume((6, 6, 6)), loaded(guided_net()), **FP32)
-    monkeypatch.setattr("mrisr.registry.guided_model_names", lambda: ["guide-a", "guide-b"])
+    monkeypatch.setattr("mrisr.inference.registry.guided_model_names", lambda: ["guide-a", "guide-b"])
     with pytest.raises(ModelError, match="model 'test' is not guided.*guided models: guide-a, guide-b"):
         enhance(volume((6, 6, 6)), loaded(random_net()), reference=volume((6, 6, 6)), **FP32)
-    monkeypatch.setattr("mrisr.registry.guided_model_names", lambda: [])
+    monkeypatch.setattr("mrisr.inference.registry.guided_model_names", lambda: [])
     with pytest.raises(ModelError, match="no guided model ships with this installation"):
         enhance(volume((6, 6, 6)), loaded(random_net()), reference=volume((6, 6, 6)), **FP32)
     with pytest.raises(ModelError, match="takes 3 input channels"):

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr import pipeline
 from mrisr.errors import MrisrError
+from mrisr.pipeline import upscale as pipeline
 from mrisr.volume import Volume
 
 torch = pytest.importorskip("torch")
 
 from mrisr.archs.recnn import ReCNN  # noqa: E402
-from mrisr.engine import enhance  # noqa: E402
-from mrisr.ensemble import FLIPS, flip_ensemble, std_path  # noqa: E402
-from mrisr.model_card import LoadedModel, example_card  # noqa: E402
+from mrisr.inference.engine import enhance  # noqa: E402
+from mrisr.inference.ensemble import FLIPS, flip_ensemble, std_path  # noqa: E402
+from mrisr.inference.model_card import LoadedModel, example_card  # noqa: E402
 
 RNG = np.random.default_rng(5)
 KW = dict(device="cpu", precision="fp32", threads=1)
@@ -116,9 +116,9 @@ def test_cli_uncertainty_writes_the_std_map_beside_the_output(tmp_path):
     import nibabel as nib
     from typer.testing import CliRunner
 
-    from mrisr.batch import expand_inputs
     from mrisr.cli.app import app
-    from mrisr.model_card import save_model
+    from mrisr.inference.model_card import save_model
+    from mrisr.pipeline.batch import expand_inputs
 
     folder = tmp_path / "tiny"
     save_model(_model().network, folder, name="tiny",

@@ -29,7 +29,7 @@ MAIN = "import sys; from mrisr.cli.app import main; sys.argv[0] = 'mrisr'; main(
 #: A child whose NIfTI writes stall once the temporary file is complete (a slow disk), announcing it.
 SLOW_WRITE = """
 import os, sys, time
-import mrisr.writer as w
+import mrisr.io.writer as w
 real = w._write_nifti
 def slow(img, f, gz):
     real(img, f, gz)

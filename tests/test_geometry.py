@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mrisr.errors import GeometryError, MrisrError
-from mrisr.geometry import (
+from mrisr.geometry.grid import (
     block_average_affine,
     check_affine,
     parse_spacing,

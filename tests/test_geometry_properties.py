@@ -1,7 +1,7 @@
 """Property-based checks of the geometry contract (hypothesis).
 
 Random affines (rotations, flips, shears, voxel sizes, origins), tiny shapes
-and target spacings: :func:`mrisr.geometry.target_grid` must follow the
+and target spacings: :func:`mrisr.geometry.grid.target_grid` must follow the
 contract of ``docs/geometry.md`` to the letter, the spline pipeline must give
 finite values of the right shape, and the writer and reader must round-trip
 the output affine. Examples are few and tiny (CPU shared, no torch).
@@ -16,11 +16,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mrisr.geometry import target_grid, voxel_sizes
-from mrisr.io import load_volume, read_nifti_geometry
-from mrisr.pipeline import upscale_volume
+from mrisr.geometry.grid import target_grid, voxel_sizes
+from mrisr.io.read import load_volume, read_nifti_geometry
+from mrisr.io.writer import save_volume
+from mrisr.pipeline.upscale import upscale_volume
 from mrisr.volume import Volume
-from mrisr.writer import save_volume
 
 SETTINGS = settings(max_examples=50, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -109,7 +109,7 @@ def test_spline_upscale_is_finite_on_the_contract_grid(affine, shape, f, order, 
 
 
 #: Axis lengths 1 or >= 6. On axes of 2 to 5 voxels the cubic prefilter (scipy's
-#: spline_filter1d, mode "reflect", which mrisr.resample uses) is inexact: a constant
+#: spline_filter1d, mode "reflect", which mrisr.geometry.resample uses) is inexact: a constant
 #: comes back off by up to ~1e-3 relative (known limitation, see docs/reliability.md).
 constant_shapes = st.tuples(*(st.sampled_from([1, 6, 7]) for _ in range(3)))
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 import mrisr
 from mrisr.cli.app import app
 from mrisr.errors import InputError, ModelError, MrisrError
-from mrisr.geometry import target_grid
-from mrisr.registration import read_transform
-from mrisr.resample import resample_to_grid
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.trust.registration import read_transform
 from mrisr.volume import Volume
 
 TRAINING = {"data": "none", "licence": "none", "degradations": [], "input_spacing_mm": [1.0, 6.0],
@@ -60,7 +60,7 @@ def _tiny(folder: Path, in_channels: int, name: str) -> Path:
     from torch import nn
 
     from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import save_model
+    from mrisr.inference.model_card import save_model
 
     torch.manual_seed(0)
     net = ReCNN(3, 4, in_channels=in_channels)
@@ -88,9 +88,9 @@ def run(*args):
 
 def expected_output(lr: Path, ref: Path, model: Path, spacing: float = 1.0, transform=None) -> np.ndarray:
     """Spline, reference on the output grid, network: computed step by step."""
-    from mrisr.engine import enhance
-    from mrisr.reference import resample_reference
-    from mrisr.registry import load_model
+    from mrisr.inference.engine import enhance
+    from mrisr.inference.registry import load_model
+    from mrisr.trust.reference import resample_reference
 
     vol, ref_vol = mrisr.load_volume(lr), mrisr.load_volume(ref)
     grid = target_grid(vol.affine, vol.data.shape, spacing)
@@ -191,7 +191,7 @@ def test_reference_without_model_uses_the_shipped_guided_model(scans, guided, si
     lr, ref = scans
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    monkeypatch.setattr("mrisr.registry.models_dir", lambda: shipped)
+    monkeypatch.setattr("mrisr.inference.registry.models_dir", lambda: shipped)
     result = run(lr, "--spacing", "1", "--reference", ref)
     assert result.exit_code == 2
     assert "no guided model ships with this installation; pass --model" in " ".join(result.stderr.split())
@@ -221,7 +221,7 @@ def test_coarse_or_distant_references_fail_the_input_naming_the_reference(scans,
 def test_pipeline_refusals_in_python(guided):
     vol = Volume(np.ones((8, 8, 4), np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
     ref4d = Volume(np.ones((16, 16, 16, 2), np.float32), np.eye(4), path="bold.nii.gz")
-    from mrisr.pipeline import upscale_volume
+    from mrisr.pipeline.upscale import upscale_volume
 
     with pytest.raises(InputError, match="^bold.nii.gz: the reference must be one 3D volume"):
         upscale_volume(vol, spacing=1, reference=ref4d, model=guided, device="cpu")

@@ -1,4 +1,4 @@
-"""The fused CPU forward of ReCNN (mrisr.inference_net) equals the eager network,
+"""The fused CPU forward of ReCNN (mrisr.inference.inference_net) equals the eager network,
 and anything it cannot run falls back to the eager network."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from mrisr import inference_net as inet
 from mrisr.archs.recnn import ReCNN
-from mrisr.device import cpu_supports_bf16
-from mrisr.inference_net import EagerForward, FusedReCNN, eager, prepare
+from mrisr.inference import inference_net as inet
+from mrisr.inference.device import cpu_supports_bf16
+from mrisr.inference.inference_net import EagerForward, FusedReCNN, eager, prepare
 
 CPU = torch.device("cpu")
 #: bf16 tolerance of the engine tests (test_engine.test_bf16_runs_and_stays_close_to_fp32: 1e-2 of the

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mrisr import batch
-from mrisr.batch import BatchSettings, iter_jobs, plan_batch, run_jobs, threads_per_job
 from mrisr.cli.app import app
+from mrisr.pipeline import batch
+from mrisr.pipeline.batch import BatchSettings, iter_jobs, plan_batch, run_jobs, threads_per_job
 
 RNG = np.random.default_rng(11)
 TRAINING = {"data": "none", "licence": "none", "degradations": [], "input_spacing_mm": [1.0, 6.0],
@@ -37,7 +37,7 @@ def tiny_model(tmp_path) -> Path:
     import torch
 
     from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import save_model
+    from mrisr.inference.model_card import save_model
 
     torch.manual_seed(0)
     save_model(ReCNN(3, 4), tmp_path / "tiny", name="tiny", training=TRAINING)

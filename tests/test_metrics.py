@@ -11,8 +11,8 @@ import pytest
 from scipy import ndimage
 
 from mrisr.errors import MrisrError
-from mrisr.masks import head_mask, otsu_threshold
-from mrisr.metrics import K1, default_peak, evaluate, nrmse, psnr, ssim
+from mrisr.evaluation.masks import head_mask, otsu_threshold
+from mrisr.evaluation.metrics import K1, default_peak, evaluate, nrmse, psnr, ssim
 
 
 def _phantom(n: int = 20, seed: int = 0) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mrisr.naming import (
+from mrisr.io.naming import (
     dataset_description,
     is_bids_name,
     is_nifti_name,

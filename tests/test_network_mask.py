@@ -1,4 +1,4 @@
-"""Where the network runs (mrisr.masks.network_mask): the head of a noisy or clean background, holes filled,
+"""Where the network runs (mrisr.evaluation.masks.network_mask): the head of a noisy or clean background, holes filled,
 dilated by the receptive radius on the output grid, decided on a coarse grid of the factors."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr.masks import background_threshold, block_mean, coarse_block, drop_specks, network_mask
+from mrisr.evaluation.masks import background_threshold, block_mean, coarse_block, drop_specks, network_mask
 
 
 def ball(shape, radius, centre=None) -> np.ndarray:

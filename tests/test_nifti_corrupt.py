@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.errors import InputError
-from mrisr.io import MAX_ABS_VALUE, load_volume, read_nifti_geometry
+from mrisr.io.read import MAX_ABS_VALUE, load_volume, read_nifti_geometry
 
 SHAPE = (3, 4, 2)
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])
@@ -198,7 +198,7 @@ def test_float64_values_beyond_float32_are_refused_not_called_infinite(tmp_path)
 
 def test_a_float_output_with_inf_is_never_written(tmp_path):
     from mrisr.errors import OutputError
-    from mrisr.writer import save_volume
+    from mrisr.io.writer import save_volume
 
     data = np.ones((2, 2, 2), np.float32)
     data[1, 1, 1] = np.inf

@@ -1,4 +1,4 @@
-"""Input checks (:mod:`mrisr.ood`): plain warnings when an input is unlike the training data."""
+"""Input checks (:mod:`mrisr.trust.ood`): plain warnings when an input is unlike the training data."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr import pipeline
-from mrisr.model_card import example_card
-from mrisr.ood import MIN_VOXELS, assess_input, noise_sigma
+from mrisr.inference.model_card import example_card
+from mrisr.pipeline import upscale as pipeline
+from mrisr.trust.ood import MIN_VOXELS, assess_input, noise_sigma
 from mrisr.volume import Volume
 
 CARD = example_card()  # trained on 1 to 3 mm inputs, factors 1 to 3
@@ -99,7 +99,7 @@ def test_upscale_reports_input_checks_for_the_network_only():
     import torch
 
     from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import LoadedModel
+    from mrisr.inference.model_card import LoadedModel
 
     torch.manual_seed(0)
     model = LoadedModel("tiny", example_card(name="tiny"), ReCNN(3, 4, cond_dim=3).eval(), "ab" * 32, None)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import mrisr
-from mrisr import pipeline
 from mrisr.errors import GeometryError, MrisrError
-from mrisr.geometry import target_grid
-from mrisr.resample import resample_to_grid
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.pipeline import upscale as pipeline
 from mrisr.volume import Volume
 
 RNG = np.random.default_rng(7)
@@ -40,9 +40,9 @@ def _image(shape=(6, 5, 4), tr: float | None = None) -> nib.Nifti1Image:
 
 @pytest.fixture
 def no_default_model(monkeypatch):
-    import mrisr.registry
+    import mrisr.inference.registry
 
-    monkeypatch.setattr(mrisr.registry, "default_model_name", lambda: None)
+    monkeypatch.setattr(mrisr.inference.registry, "default_model_name", lambda: None)
 
 
 def test_upscale_path_gives_contract_affine_and_resampled_values(tmp_path, no_default_model):
@@ -155,8 +155,8 @@ def test_nan_input_refused_unless_nan_to_num():
 def test_cnn_path_with_a_tiny_model():
     torch = pytest.importorskip("torch")
     from mrisr.archs.recnn import ReCNN
-    from mrisr.engine import enhance
-    from mrisr.model_card import LoadedModel, example_card
+    from mrisr.inference.engine import enhance
+    from mrisr.inference.model_card import LoadedModel, example_card
 
     torch.manual_seed(0)
     model = LoadedModel("tiny", example_card(name="tiny"), ReCNN(3, 4).eval(), "ab" * 32, None)
@@ -175,8 +175,8 @@ def test_cnn_path_with_a_tiny_model():
 def test_conditioned_model_gets_the_factors_of_each_voxel_axis():
     torch = pytest.importorskip("torch")
     from mrisr.archs.recnn import ReCNN
-    from mrisr.engine import enhance
-    from mrisr.model_card import LoadedModel, example_card
+    from mrisr.inference.engine import enhance
+    from mrisr.inference.model_card import LoadedModel, example_card
 
     torch.manual_seed(0)
     net = ReCNN(3, 4, cond_dim=3)

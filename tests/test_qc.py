@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.errors import MrisrError
-from mrisr.geometry import target_grid
-from mrisr.qc import (
+from mrisr.evaluation.qc import (
     INSTALL_HINT,
     PNG_SIZE,
     QCUnavailableError,
@@ -27,7 +26,8 @@ from mrisr.qc import (
     sample_plane,
     spline_on_grid,
 )
-from mrisr.resample import resample_to_grid
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
 from mrisr.volume import Volume
 
 RNG = np.random.default_rng(7)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from helpers import tiny_recnn_model
-from mrisr.engine import enhance
 from mrisr.errors import MrisrError
-from mrisr.intensity import foreground_median, normalising_scale, robust_scale
-from mrisr.model_card import LoadedModel, ModelError, example_card
+from mrisr.inference.engine import enhance
+from mrisr.inference.intensity import foreground_median, normalising_scale, robust_scale
+from mrisr.inference.model_card import LoadedModel, ModelError, example_card
 from mrisr.training import augment, real_heads, wholehead
 from mrisr.training.config import ConfigError, config_from_dict
 from mrisr.training.data import PatchSampler, Subject
@@ -208,7 +208,7 @@ def test_real_heads_report_on_a_crop_of_the_real_scans():
 
 
 def test_input_check_warns_when_the_brightest_tissue_is_far_beyond_training():
-    from mrisr.ood import MAX_BRIGHT, assess_input
+    from mrisr.trust.ood import MAX_BRIGHT, assess_input
 
     x = _head(5, (40, 40, 40))
     assert assess_input(x).bright_ratio < MAX_BRIGHT and not assess_input(x).warnings

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mrisr.errors import InputError
-from mrisr.geometry import target_grid
-from mrisr.reference import (
+from mrisr.geometry.grid import target_grid
+from mrisr.trust.reference import (
     MIN_OVERLAP,
     ResampledReference,
     as_reference,

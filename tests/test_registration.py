@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrisr.errors import MrisrError, OutputError
-from mrisr.registration import (
+from mrisr.trust.registration import (
     FLIP_LPS_RAS,
     describe_rigid,
     itk_transform,

@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mrisr import registry
 from mrisr.archs.recnn import ReCNN
 from mrisr.errors import ModelError
-from mrisr.model_card import ModelCard, architecture_class, example_card, read_card, save_model
+from mrisr.inference import registry
+from mrisr.inference.model_card import ModelCard, architecture_class, example_card, read_card, save_model
 
 TRAINING = {"data": "synthetic blobs", "licence": "CC0", "degradations": ["box"],
             "input_spacing_mm": [1.0, 3.0], "factor": [1.0, 3.0]}
@@ -174,7 +174,7 @@ def test_models_command_table_and_json(shelf):
 
 
 def test_listing_models_does_not_import_torch():
-    code = ("import sys; from mrisr.cli import models_cmd; from mrisr.registry import list_models; "
+    code = ("import sys; from mrisr.cli import models_cmd; from mrisr.inference.registry import list_models; "
             "list_models(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -31,14 +31,14 @@ import pytest
 from typer.testing import CliRunner
 
 import mrisr.errors
-import mrisr.io
-import mrisr.writer as writer
+import mrisr.io.read
+import mrisr.io.writer as writer
 from helpers import nifti_header, write_dicom_slice
 from mrisr.cli.app import app
-from mrisr.geometry import target_grid
-from mrisr.io import has_shear, load_volume
-from mrisr.pipeline import upscale_volume
-from mrisr.resample import resample_to_grid
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.io.read import has_shear, load_volume
+from mrisr.pipeline.upscale import upscale_volume
 
 if "torch" in sys.modules:  # never more than one torch thread in tests
     sys.modules["torch"].set_num_threads(1)
@@ -307,7 +307,7 @@ def _deny_reading(monkeypatch, path: Path) -> None:
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(mrisr.io, "open", guarded, raising=False)
+    monkeypatch.setattr(mrisr.io.read, "open", guarded, raising=False)
 
 
 def test_unreadable_file_fails_alone(tmp_path, monkeypatch):
@@ -346,7 +346,7 @@ def test_whole_corpus_in_one_batch_leaves_every_input_untouched(tmp_path):
 
 
 def test_header_geometry_matches_the_reader_and_refuses_like_it(tmp_path, caplog):
-    from mrisr.io import read_nifti_geometry
+    from mrisr.io.read import read_nifti_geometry
 
     src = tmp_path / "in"
     for path in (good_input(src), save_nifti(src / "bold.nii", noise((4, 5, 3, 2)), header((4, 5, 3, 2)))):
@@ -365,8 +365,8 @@ def test_header_geometry_matches_the_reader_and_refuses_like_it(tmp_path, caplog
 
 
 def test_preflight_refuses_a_too_large_grid_and_leaves_bad_headers_to_the_reader(tmp_path):
-    from mrisr.batch import BatchSettings, Job, preflight
     from mrisr.errors import GeometryError, GridTooLargeError
+    from mrisr.pipeline.batch import BatchSettings, Job, preflight
 
     good, zero = good_input(tmp_path), _zero_sform(tmp_path)
     jobs = [Job(zero, tmp_path / "z_sr.nii.gz"), Job(good, tmp_path / "g_sr.nii.gz")]
@@ -599,8 +599,8 @@ def test_unwritable_output_folder_fails_before_reading(tmp_path, monkeypatch):
     src = good_input(tmp_path / "in")
     other = good_input(tmp_path / "other", "other.nii.gz")
     reads: list[Path] = []
-    real_load = mrisr.io.load_volume
-    monkeypatch.setattr(mrisr.io, "load_volume", lambda p, **kw: reads.append(Path(p)) or real_load(p, **kw))
+    real_load = mrisr.io.read.load_volume
+    monkeypatch.setattr(mrisr.io.read, "load_volume", lambda p, **kw: reads.append(Path(p)) or real_load(p, **kw))
     _deny_writing(monkeypatch, tmp_path / "in")
     try:
         # Outputs next to the inputs: the job in the read-only folder fails (before any reading), the other runs.
@@ -691,7 +691,7 @@ def test_failed_first_write_leaves_nothing_under_the_final_name(tmp_path, monkey
 def test_bad_spacing_exits_2_before_any_work(tmp_path, monkeypatch, spacing, words):
     src = good_input(tmp_path / "in")
     reads: list[Path] = []
-    monkeypatch.setattr(mrisr.io, "load_volume", lambda p, **kw: reads.append(p))
+    monkeypatch.setattr(mrisr.io.read, "load_volume", lambda p, **kw: reads.append(p))
     before = tree_hashes(tmp_path)
     result = upscale(src, "--spacing", spacing, "--output-dir", tmp_path / "out")
     assert result.exit_code == 2, result.output

@@ -13,13 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mrisr import registry
 from mrisr.archs.recnn import ReCNN
 from mrisr.cli.app import app
 from mrisr.errors import GridTooLargeError, ModelError, VoxelTooLargeError
-from mrisr.geometry import MAX_SPACING_MM, target_grid
-from mrisr.model_card import MAX_NETWORK_PARAMETERS, read_card, save_model
-from mrisr.writer import name_max
+from mrisr.geometry.grid import MAX_SPACING_MM, target_grid
+from mrisr.inference import registry
+from mrisr.inference.model_card import MAX_NETWORK_PARAMETERS, read_card, save_model
+from mrisr.io.writer import name_max
 
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])
 TRAINING = {"data": "synthetic blobs", "licence": "CC0", "degradations": ["box"],
@@ -188,9 +188,9 @@ def test_an_output_name_over_the_limit_is_refused_with_the_limit(tmp_path):
 
 def test_sheared_output_reads_back_without_a_qform_warning(tmp_path):
     """The example hypothesis found: the rigid fit of the float32 sform moves 1.2e-4 mm (tolerance 1e-3)."""
-    from mrisr.geometry import voxel_sizes
-    from mrisr.io import load_volume
-    from mrisr.writer import save_volume
+    from mrisr.geometry.grid import voxel_sizes
+    from mrisr.io.read import load_volume
+    from mrisr.io.writer import save_volume
 
     sheared = np.array([[0.80478282, -0.63790264, -0.16788677, 0.0], [-0.58760371, -0.77196193, 0.05466081, 0.0],
                         [-0.08394339, 0.03257687, -1.99219131, 0.0], [0.0, 0.0, 0.0, 1.0]])

@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 
 from mrisr.errors import MrisrError
-from mrisr.geometry import block_average_affine, target_grid, voxel_sizes
-from mrisr.resample import antialias_sigma, reflect_index, resample_to_grid
+from mrisr.geometry.grid import block_average_affine, target_grid, voxel_sizes
+from mrisr.geometry.resample import antialias_sigma, reflect_index, resample_to_grid
 
 RNG = np.random.default_rng(1234)
 
@@ -142,7 +142,7 @@ def test_bad_order_is_refused():
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 7])
 @pytest.mark.parametrize("order", [2, 3, 4, 5])
 def test_short_axes_keep_constants_exactly(n, order):
-    from mrisr.resample import resample_axis
+    from mrisr.geometry.resample import resample_axis
 
     x = np.full((n, 3), 7.0, np.float32)
     y = resample_axis(x, 0, np.linspace(-0.5, n - 0.5, 11), order)

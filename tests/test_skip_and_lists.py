@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mrisr.batch import BatchSettings, expand_inputs, output_settings, plan_batch, read_input_list, settings_fingerprint
 from mrisr.cli.app import app
 from mrisr.errors import MrisrError
+from mrisr.pipeline.batch import (
+    BatchSettings,
+    expand_inputs,
+    output_settings,
+    plan_batch,
+    read_input_list,
+    settings_fingerprint,
+)
 
 
 def _save(path: Path, seed: int = 0) -> None:
@@ -76,7 +83,7 @@ def test_an_output_without_recorded_settings_is_refused(tmp_path):
 
 
 def test_settings_of_the_model_name_its_weights():
-    from mrisr.registry import find_card
+    from mrisr.inference.registry import find_card
 
     card = find_card("rrlsrn-2x2x2")
     values = output_settings(_checked(method="cnn", model="rrlsrn-2x2x2", factor=(2.0,)))
@@ -184,7 +191,7 @@ def test_records_name_the_threads_absolute_paths_and_round_float_noise(tmp_path,
     import torch
 
     from mrisr.archs.recnn import ReCNN
-    from mrisr.model_card import save_model
+    from mrisr.inference.model_card import save_model
 
     torch.manual_seed(0)
     training = {"data": "none", "licence": "none", "degradations": [], "input_spacing_mm": [1.0, 6.0],

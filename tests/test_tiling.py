@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from mrisr.errors import MrisrError
-from mrisr.tiling import Stitcher, apply_tiled, batches, choose_core, network_voxels, plan_axis, plan_tiles
+from mrisr.inference.tiling import Stitcher, apply_tiled, batches, choose_core, network_voxels, plan_axis, plan_tiles
 
 SHAPES = [(1, 1, 1), (7, 5, 3), (13, 9, 11), (10, 16, 4)]
 CORES = [1, 3, 4, 7, 50]

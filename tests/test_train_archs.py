@@ -11,7 +11,7 @@ import torch
 
 import mrisr
 from mrisr.errors import ConfigError
-from mrisr.registry import load_model
+from mrisr.inference.registry import load_model
 from mrisr.training.config import config_from_dict, load_config
 from mrisr.training.data import PatchSampler, load_subjects, validation_cases
 from mrisr.training.export import export_model
@@ -204,10 +204,10 @@ def test_gan_cpce_trains_its_generator_against_the_cpce_critic_from_a_trained_ge
 
 
 def test_validation_reports_the_flip_ensemble_of_a_learned_upsampling_network(folder_config: Path) -> None:  # noqa: F811
-    from mrisr.metrics import psnr, ssim
+    from mrisr.evaluation.metrics import psnr, ssim
+    from mrisr.inference.upsampling import upscale_learned_ensemble
     from mrisr.training.export import _as_loaded, markdown_table, validation_report
     from mrisr.training.lr_pairs import hr_grid_of_lr
-    from mrisr.upsampling import upscale_learned_ensemble
 
     cfg = _config(folder_config, "georgescu", {"scale": [1, 1, 2], "width": 4})
     torch.manual_seed(0)

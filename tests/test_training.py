@@ -110,7 +110,7 @@ def test_resume_refuses_a_changed_config(folder_config: Path, tmp_path: Path) ->
 
 
 def test_export_writes_a_loadable_model_with_its_validation(folder_config: Path, tmp_path: Path) -> None:
-    from mrisr.registry import load_model
+    from mrisr.inference.registry import load_model
     from mrisr.training.export import export_model
 
     cfg = load_config(folder_config)
@@ -155,7 +155,7 @@ def test_input_blur_is_off_by_default_and_drawn_at_its_rate() -> None:
 
 def test_input_blur_smooths_the_lr_image_before_interpolation() -> None:
     # A step edge: the blurred acquisition's spline is the spline of the 3-tap-blurred LR image.
-    from mrisr.degradation import degrade, three_tap_blur
+    from mrisr.acquisition.degrade import degrade, three_tap_blur
 
     hr = np.zeros((24, 8, 8), np.float32)
     hr[12:] = 100

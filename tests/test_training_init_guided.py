@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mrisr.errors import ConfigError
-from mrisr.model_card import LoadedModel, example_card
-from mrisr.registry import load_model
+from mrisr.inference.model_card import LoadedModel, example_card
+from mrisr.inference.registry import load_model
 from mrisr.training.config import config_from_dict, load_config
 from mrisr.training.data import PatchSampler, Subject, head_mask, load_subjects, validation_cases
 from mrisr.training.export import export_model

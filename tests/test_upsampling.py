@@ -1,4 +1,4 @@
-"""Learned-upsampling inference (mrisr.upsampling): refined grid, exact tiling, the pipeline branch."""
+"""Learned-upsampling inference (mrisr.inference.upsampling): refined grid, exact tiling, the pipeline branch."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from torch import nn
 import mrisr
 from mrisr.archs.georgescu import Georgescu
 from mrisr.archs.rrlsrn import RRLSRN
-from mrisr.engine import BACKGROUND
 from mrisr.errors import MrisrError
-from mrisr.geometry import target_grid
-from mrisr.intensity import robust_scale
-from mrisr.masks import network_mask
-from mrisr.model_card import LoadedModel, example_card
-from mrisr.resample import resample_to_grid
-from mrisr.upsampling import (
+from mrisr.evaluation.masks import network_mask
+from mrisr.geometry.grid import target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.inference.engine import BACKGROUND
+from mrisr.inference.intensity import robust_scale
+from mrisr.inference.model_card import LoadedModel, example_card
+from mrisr.inference.upsampling import (
     grid_on_refined,
     placed_scale,
     placement,
@@ -248,7 +248,7 @@ def test_flip_ensemble_of_a_learned_network_is_the_median_of_its_flipped_passes(
     net = Georgescu(scale=(1, 1, 2), width=4).eval()
     img, scale = _image(), (1, 1, 2)
     vol = np.asarray(img.dataobj, np.float32)
-    intensity = float(mrisr.intensity.robust_scale(vol))
+    intensity = float(mrisr.inference.intensity.robust_scale(vol))
     passes = []
     for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]:
         x = np.ascontiguousarray(np.flip(vol, axes))

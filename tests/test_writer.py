@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import mrisr.writer as writer
+import mrisr.io.writer as writer
 from mrisr.errors import MrisrError, OutputError
-from mrisr.writer import check_output_path, encode_data, save_json_atomic, save_volume
+from mrisr.io.writer import check_output_path, encode_data, save_json_atomic, save_volume
 
 SHAPE = (4, 5, 3)
 AFFINE = np.array([[0.0, 0.0, 2.0, -30.0], [-1.0, 0.0, 0.0, 12.0], [0.0, 1.2, 0.0, -8.5], [0, 0, 0, 1.0]])
@@ -161,7 +161,7 @@ def test_save_json_atomic_failure_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_nifti_image_in_memory_follows_the_same_policy(tmp_path):
-    import mrisr.io as mio
+    import mrisr.io.read as mio
 
     src = tmp_path / "in.nii"
     hdr = nib.Nifti1Header()

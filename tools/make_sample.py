@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mrisr.degradation import degrade
+from mrisr.acquisition.degrade import degrade
 from mrisr.training import icbm152
 
 

@@ -26,7 +26,7 @@ Every class takes JSON-serialisable keyword arguments only, returns them from
 ``config()``, has an ``in_channels`` attribute and a ``PRESETS`` dict of
 named arguments (:func:`from_preset`). All are trainable with ``mrisr train``
 (``[model] arch``, ``preset``, ``params``: :mod:`mrisr.training.networks`);
-learned-upsampling ones run in ``mrisr upscale`` through :mod:`mrisr.upsampling`.
+learned-upsampling ones run in ``mrisr upscale`` through :mod:`mrisr.inference.upsampling`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def from_preset(architecture: str, preset: str, **overrides: Any):
     """Build a registered architecture from one of its presets.
 
     Args:
-        architecture: Registry name (see :data:`mrisr.model_card.ARCHITECTURES`).
+        architecture: Registry name (see :data:`mrisr.inference.model_card.ARCHITECTURES`).
         preset: A key of the class's ``PRESETS``.
         **overrides: Constructor arguments added to or replacing the preset's
             (e.g. ``scale`` for learned-upsampling networks, ``cond_dim``).
@@ -51,8 +51,8 @@ def from_preset(architecture: str, preset: str, **overrides: Any):
         >>> from_preset("recnn", "pham-10l").config()["depth"]
         10
     """
-    from ..errors import look_up_option
-    from ..model_card import architecture_class
+    from mrisr.errors import look_up_option
+    from mrisr.inference.model_card import architecture_class
 
     cls = architecture_class(architecture)
     presets = getattr(cls, "PRESETS", {})

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import look_up_option
+from mrisr.errors import look_up_option
 
 
 def _side_after(n: int, strides: Sequence[int]) -> int:

@@ -43,9 +43,9 @@ others are He-initialised.
 
 Georgescu et al. also blur training inputs with a random standard deviation
 (section III.C: ``degradation.input_blur_probability`` and ``input_blur`` of
-the training configuration, :func:`mrisr.degradation.three_tap_blur`) and use
+the training configuration, :func:`mrisr.acquisition.degrade.three_tap_blur`) and use
 an 8-way flip self-ensemble combined by the median at test time (section
-IV.E): :func:`mrisr.upsampling.upscale_learned_ensemble`, ``mrisr upscale
+IV.E): :func:`mrisr.inference.upsampling.upscale_learned_ensemble`, ``mrisr upscale
 --ensemble median``.
 
 Parameters (width 32): 57,573 for a stage upsampling two axes by 2, 56,995
@@ -63,9 +63,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .receptive import UpStage, lr_radius
-from .rrlsrn import check_scale
-from .shuffle import pixel_shuffle_3d
+from mrisr.archs.receptive import UpStage, lr_radius
+from mrisr.archs.rrlsrn import check_scale
+from mrisr.archs.shuffle import pixel_shuffle_3d
 
 
 class GeorgescuStage(nn.Module):

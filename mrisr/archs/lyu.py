@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conditioning import FactorBias, check_cond_dim, encode_factors
+from mrisr.archs.conditioning import FactorBias, check_cond_dim, encode_factors
 
 #: Unpadded 3x3x3 convolutions in the GAN-CPCE encoder.
 CPCE_DEPTH = 4

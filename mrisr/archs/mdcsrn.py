@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conditioning import FactorBias, check_cond_dim, encode_factors
+from mrisr.archs.conditioning import FactorBias, check_cond_dim, encode_factors
 
 
 def _conv(cin: int, cout: int, kernel: int) -> nn.Conv3d:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .receptive import UpStage, lr_radius
+from mrisr.archs.receptive import UpStage, lr_radius
 
 
 def check_scale(scale: Sequence[int]) -> tuple[int, int, int]:

@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .conditioning import FactorBias, check_cond_dim, encode_factors
+from mrisr.archs.conditioning import FactorBias, check_cond_dim, encode_factors
 
 
 class SRCNN3D(nn.Module):

@@ -65,7 +65,7 @@ def _print_version(value: bool) -> None:
     try:
         import torch
 
-        from mrisr.device import describe_devices
+        from mrisr.inference.device import describe_devices
 
         line += f", torch {torch.__version__}, devices: {describe_devices()}"
     except ImportError as e:  # torch missing or broken: still report what we know

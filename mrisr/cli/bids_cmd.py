@@ -1,4 +1,4 @@
-"""``mrisr bids``: the BIDS app (``BIDS_DIR OUTPUT_DIR participant|group``), a thin layer over :mod:`mrisr.bids`.
+"""``mrisr bids``: the BIDS app (``BIDS_DIR OUTPUT_DIR participant|group``), over :mod:`mrisr.pipeline.bids`.
 
 The participant level runs the batch of ``mrisr upscale`` (same settings,
 records, skip rules, exit codes) on the anatomical images found; the group
@@ -124,9 +124,9 @@ def bids(
     OUTPUT_DIR/mrisr_summary.tsv. Options go after the three arguments;
     --participant_label works too. Exit codes as mrisr upscale; docs/bids.md.
     """
-    from mrisr.batch import BatchSettings, parse_shard
-    from mrisr.bids import LEVELS, check_dataset, find_anat, parse_labels
     from mrisr.errors import MrisrError, look_up_option
+    from mrisr.pipeline.batch import BatchSettings, parse_shard
+    from mrisr.pipeline.bids import LEVELS, check_dataset, find_anat, parse_labels
 
     console = err_console()
     try:
@@ -163,8 +163,8 @@ def bids(
 
 
 def _plan(images: list, root: Path, output_dir: Path, settings: Any, shard: tuple[int, int] | None) -> tuple:
-    from mrisr.batch import preflight, prepare_jobs, prepare_model
-    from mrisr.bids import bids_jobs, write_description
+    from mrisr.pipeline.batch import preflight, prepare_jobs, prepare_model
+    from mrisr.pipeline.bids import bids_jobs, write_description
 
     jobs = prepare_jobs(bids_jobs(images, root, output_dir), shard=shard, force=settings.force, settings=settings)
     if not any(j.status == "pending" for j in jobs):
@@ -177,7 +177,7 @@ def _plan(images: list, root: Path, output_dir: Path, settings: Any, shard: tupl
 
 def _group(images: list, output_dir: Path, console: Any, *, quiet: bool, json_out: bool) -> int:
     """Write the summary table; exit 1 when some image has no output yet."""
-    from mrisr.bids import summary_rows, write_summary
+    from mrisr.pipeline.bids import summary_rows, write_summary
 
     if not Path(output_dir).is_dir():
         from mrisr.errors import MrisrError

@@ -186,7 +186,7 @@ class MultiValueCommand(MrisrCommand):
 def parse_numbers(text: str | None, option: str) -> tuple[float, ...] | None:
     """Split ``"1"``, ``"1,1,3"``, ``"1x1x3"`` or ``"1 1 3"`` into numbers.
 
-    Range checks are left to :func:`mrisr.geometry.parse_spacing`.
+    Range checks are left to :func:`mrisr.geometry.grid.parse_spacing`.
 
     Raises:
         mrisr.errors.MrisrError: for a token that is not a number or a wrong count.

@@ -1,6 +1,6 @@
 """``mrisr degrade``: simulate a low-resolution acquisition of a high-resolution scan.
 
-Wraps :func:`mrisr.degradation.degrade`; the output lies on the contract's
+Wraps :func:`mrisr.acquisition.degrade.degrade`; the output lies on the contract's
 grid for ``--spacing``, so ``mrisr upscale`` of it back to the input's voxel
 size lands on the input's grid (see docs/evaluation.md).
 
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import (
+from mrisr.cli.common import (
     EXIT_FAILED,
     MULTI_VALUE_OPTIONS,
     MrisrCommand,
@@ -41,9 +41,9 @@ def _check_options(spacing: str, psf: str, fwhm: str | None, noise: float) -> tu
     """Validate the options (usage errors) and return ``(spacing, fwhm)`` tuples."""
     import math
 
-    from ..degradation import PSFS
-    from ..errors import MrisrError, look_up_option
-    from ..geometry import parse_spacing
+    from mrisr.acquisition.degrade import PSFS
+    from mrisr.errors import MrisrError, look_up_option
+    from mrisr.geometry.grid import parse_spacing
 
     sp = parse_spacing(parse_numbers(spacing, "--spacing"), "--spacing")  # type: ignore[arg-type]  # required
     look_up_option(psf, PSFS, "--psf")
@@ -74,7 +74,7 @@ def degrade(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
 ) -> None:
     """Simulate a low-resolution acquisition of IMAGE (for evaluation on your own scans)."""
-    from ..errors import MrisrError
+    from mrisr.errors import MrisrError
 
     try:
         sp, fw = _check_options(spacing, psf, fwhm, noise)
@@ -90,9 +90,9 @@ def degrade(
 
 def _run(image: Path, output: Path, spacing: tuple, psf: str, fwhm: tuple | None, noise: float,
          seed: int | None, force: bool) -> None:
-    from ..degradation import degrade as simulate
-    from ..io import load_volume
-    from ..writer import check_output_path, save_volume
+    from mrisr.acquisition.degrade import degrade as simulate
+    from mrisr.io.read import load_volume
+    from mrisr.io.writer import check_output_path, save_volume
 
     check_output_path(output, force=force, inputs=(image,))  # fail before the work
     vol = load_volume(image)

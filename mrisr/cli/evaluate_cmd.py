@@ -1,7 +1,7 @@
 """``mrisr evaluate``: PSNR, SSIM and NRMSE of a result against a reference scan.
 
 Both images must be on the same voxel grid (shape equal, affines within
-1e-4 mm); see :func:`mrisr.metrics.evaluate` and docs/evaluation.md.
+1e-4 mm); see :func:`mrisr.evaluation.metrics.evaluate` and docs/evaluation.md.
 
 Example::
 
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import EXIT_FAILED, print_error, print_json
+from mrisr.cli.common import EXIT_FAILED, print_error, print_json
 
 
 def json_safe(result: dict[str, Any]) -> dict[str, Any]:
@@ -57,8 +57,8 @@ def evaluate(
                                           "(psnr is null for identical images).")] = False,
 ) -> None:
     """Score SR against REF: PSNR (dB), SSIM and NRMSE inside a mask."""
-    from ..errors import MrisrError
-    from ..metrics import evaluate as score
+    from mrisr.errors import MrisrError
+    from mrisr.evaluation.metrics import evaluate as score
 
     mask_arg: str | Path = mask
     if mask.lower() not in ("auto", "none"):

@@ -12,7 +12,7 @@ Examples::
     mrisr info dicom/          # a folder of DICOM series folders (or of images): each one
 
 A folder holding several inputs (what ``mrisr upscale`` would process, see
-:func:`mrisr.batch.expand_inputs`) is described input by input: text blocks
+:func:`mrisr.pipeline.batch.expand_inputs`) is described input by input: text blocks
 separated by a blank line, or with ``--json`` one JSON object per line.
 """
 
@@ -51,8 +51,8 @@ def describe(path: str | Path, *, spacing: Any = None, factor: Any = None, serie
     """
     import numpy as np
 
-    from mrisr.geometry import DEFAULT_MAX_VOXELS
-    from mrisr.pipeline import plan_grid
+    from mrisr.geometry.grid import DEFAULT_MAX_VOXELS
+    from mrisr.pipeline.upscale import plan_grid
 
     info = _read_facts(Path(path), series)
     if spacing is not None or factor is not None:
@@ -65,11 +65,11 @@ def describe(path: str | Path, *, spacing: Any = None, factor: Any = None, serie
 
 
 def _read_facts(path: Path, series: str | None) -> dict:
-    from mrisr.naming import is_nifti_name
+    from mrisr.io.naming import is_nifti_name
 
     if path.is_file() and is_nifti_name(path.name):
         return _nifti_facts(path)
-    from mrisr.pipeline import as_volume
+    from mrisr.pipeline.upscale import as_volume
 
     vol = as_volume(path, series=series)
     facts = _geometry_facts(vol.affine, vol.data.shape)
@@ -111,7 +111,7 @@ def _geometry_facts(affine: Any, shape: Any) -> dict:
     import numpy as np
     from nibabel.affines import obliquity
 
-    from mrisr.geometry import voxel_sizes
+    from mrisr.geometry.grid import voxel_sizes
 
     a = np.asarray(affine, dtype=np.float64)
     det = float(np.linalg.det(a[:3, :3]))
@@ -174,7 +174,7 @@ def info(
 ) -> None:
     """Show an image's geometry and header, and the grid a --spacing would give."""
     from mrisr.errors import GridSizeError, MrisrError
-    from mrisr.geometry import parse_spacing
+    from mrisr.geometry.grid import parse_spacing
 
     console = err_console()
     try:
@@ -216,6 +216,6 @@ def _inputs_of(path: Path) -> list[Path]:
     """The path itself, or for a folder that is not one DICOM series the inputs it holds (as upscale finds them)."""
     if not path.is_dir():
         return [path]
-    from mrisr.batch import expand_inputs
+    from mrisr.pipeline.batch import expand_inputs
 
     return expand_inputs([path])

@@ -96,7 +96,7 @@ def use_for(card: Any) -> str:
     """What a model is for, from its card: guided, a fixed learned scale, or any factor in its range.
 
     Example:
-        >>> from mrisr.model_card import example_card
+        >>> from mrisr.inference.model_card import example_card
         >>> use_for(example_card())
         'any factor 1-3x, inputs of 1-3 mm'
     """
@@ -152,7 +152,7 @@ def models(
 ) -> None:
     """List the bundled models: what each is for and the range it was trained on."""
     from mrisr.errors import MrisrError
-    from mrisr.registry import list_models
+    from mrisr.inference.registry import list_models
 
     if archs:
         if json_output:

@@ -1,6 +1,6 @@
 """``mrisr qc``: the QC picture of an output and the input it came from.
 
-Draws what ``mrisr upscale --qc`` draws (:mod:`mrisr.qc`) for files already
+Draws what ``mrisr upscale --qc`` draws (:mod:`mrisr.evaluation.qc`) for files already
 written: three orthogonal world planes through the output's centre (or
 ``--point X Y Z`` in world mm), showing the input, the plain spline, the
 result and result minus spline. Method, model and interpolation settings come
@@ -59,7 +59,7 @@ def qc(
 ) -> None:
     """Draw the QC picture of OUTPUT: input, spline, result and result - spline in three planes."""
     from mrisr.errors import InputError, MrisrError, OutputError
-    from mrisr.qc import QCUnavailableError, qc_files, require_matplotlib
+    from mrisr.evaluation.qc import QCUnavailableError, qc_files, require_matplotlib
 
     console = err_console()
     try:

@@ -44,15 +44,15 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from ..errors import MrisrError
-    from ..training import icbm152
-    from ..training.config import load_config
-    from ..training.trainer import train as run_training
-    from .common import usage_error
+    from mrisr.cli.common import usage_error
+    from mrisr.errors import MrisrError
+    from mrisr.training import icbm152
+    from mrisr.training.config import load_config
+    from mrisr.training.trainer import train as run_training
 
     err = Console(stderr=True)
     if list_archs:
-        from .models_cmd import print_architectures
+        from mrisr.cli.models_cmd import print_architectures
 
         print_architectures()
         return
@@ -64,12 +64,12 @@ def train(
         if fetch_data and cfg.data.source == "icbm152":
             icbm152.fetch(Path(cfg.base_dir) / cfg.data.dir)
         if fetch_data and cfg.data.wholehead_dir:
-            from ..training import wholehead
+            from mrisr.training import wholehead
 
             wholehead.fetch(Path(cfg.base_dir) / cfg.data.wholehead_dir)
         out = run_dir or Path("runs") / config.resolve().parent.name
         if export is not None:
-            from ..training.export import export_model
+            from mrisr.training.export import export_model
 
             card = export_model(cfg, weights or out / "best.pt", export, config_path=config,
                                 description=description, default=default, version=model_version,
@@ -90,7 +90,7 @@ def train(
 
             start = None
             if init is not None and not resume:
-                from ..registry import load_model
+                from mrisr.inference.registry import load_model
 
                 start = load_model(init)
             elif cfg.model.arch in _GAN_STARTS and not resume:

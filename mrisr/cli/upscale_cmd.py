@@ -1,6 +1,6 @@
 """``mrisr upscale``: super-resolve one image or a batch to a target spacing.
 
-A thin layer over :mod:`mrisr.batch` and :mod:`mrisr.pipeline`: it parses
+A thin layer over :mod:`mrisr.pipeline.batch` and :mod:`mrisr.pipeline.upscale`: it parses
 options, refuses bad values before touching any file (exit 2), runs the jobs
 with a progress display on stderr, prints one JSON record per input on stdout
 with ``--json``, and exits 1 when at least one input failed.
@@ -199,8 +199,8 @@ def upscale(
     sidecar of provenance and settings. Exit codes: 0 all ok or skipped, 1
     some input failed, 2 usage error. More in docs/cli.md.
     """
-    from mrisr.batch import BatchSettings, parse_shard
     from mrisr.errors import MrisrError
+    from mrisr.pipeline.batch import BatchSettings, parse_shard
 
     console = err_console()
     try:
@@ -239,7 +239,7 @@ def _check_dask(scheduler: str | None, n_jobs: int) -> None:
 
     if n_jobs != 1:
         raise MrisrError("give either --jobs (threads of this process) or --dask-scheduler (a cluster), not both")
-    from mrisr.distributed import parse_scheduler
+    from mrisr.pipeline.distributed import parse_scheduler
 
     parse_scheduler(scheduler)
     try:
@@ -250,13 +250,13 @@ def _check_dask(scheduler: str | None, n_jobs: int) -> None:
 
 def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -> list[Path]:
     """Add the paths of ``--inputs-from`` and the shipped sample for ``--demo``; refuse an empty input list."""
-    from mrisr.batch import read_input_list
     from mrisr.errors import MrisrError
+    from mrisr.pipeline.batch import read_input_list
 
     if inputs_from is not None:
         inputs += read_input_list(inputs_from)
     if demo:
-        from mrisr.sample import sample_path
+        from mrisr.io.sample import sample_path
 
         inputs.append(sample_path())
     if not inputs:
@@ -267,7 +267,7 @@ def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -
 def _check_settings(settings: Any) -> None:
     """Validate everything that needs no file; 'spacing'/'factor' become '--spacing'/'--factor'."""
     from mrisr.errors import MrisrError
-    from mrisr.geometry import parse_spacing
+    from mrisr.geometry.grid import parse_spacing
 
     if settings.spacing is not None:
         parse_spacing(settings.spacing, "--spacing")
@@ -280,7 +280,7 @@ def _check_settings(settings: Any) -> None:
     _check_reference_options(settings)
     settings.check()
     if settings.method == "cnn":
-        from mrisr.device import resolve_device, resolve_precision
+        from mrisr.inference.device import resolve_device, resolve_precision
 
         resolve_precision(settings.precision, resolve_device(settings.device))
 
@@ -288,7 +288,7 @@ def _check_settings(settings: Any) -> None:
 def _check_reference_options(settings: Any) -> None:
     """--register's value, --register without --reference, a missing reference (named as typed)."""
     from mrisr.errors import MrisrError, look_up_option
-    from mrisr.pipeline import REGISTRATIONS
+    from mrisr.pipeline.upscale import REGISTRATIONS
 
     look_up_option(settings.register, REGISTRATIONS, "--register value")
     if settings.reference is None:
@@ -304,7 +304,7 @@ def _check_reference_options(settings: Any) -> None:
 
 def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Path | None, suffix: str,
           shard: tuple[int, int] | None) -> tuple[list, Any]:
-    from mrisr.batch import ensure_dataset_description, plan_batch, preflight, prepare_model
+    from mrisr.pipeline.batch import ensure_dataset_description, plan_batch, preflight, prepare_model
 
     if settings.reference is not None:
         _check_one_input(inputs)
@@ -321,8 +321,8 @@ def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Pa
 
 def _check_one_input(inputs: list[Path]) -> None:
     """--reference belongs to one head: refuse several inputs."""
-    from mrisr.batch import expand_inputs
     from mrisr.errors import MrisrError
+    from mrisr.pipeline.batch import expand_inputs
 
     found = expand_inputs(inputs)
     if len(found) != 1:
@@ -334,14 +334,14 @@ def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, j
          n_jobs: int = 1, scheduler: str | None = None) -> int:
     """Run the jobs (``n_jobs`` at once, or on the Dask ``scheduler``); errors, lines and records come out in
     input order."""
-    from mrisr.batch import exit_code, iter_jobs, make_record
     from mrisr.errors import MrisrError
+    from mrisr.pipeline.batch import exit_code, iter_jobs, make_record
 
     # Live bars redraw the terminal: with --json on a terminal stdout they would interleave with the
     # records, so the progress then falls back to one line per input (on stderr, like the bars).
     display = _Display(console, len(jobs), quiet, live=not (json_out and _stdout_is_terminal()))
     if scheduler is not None:
-        from mrisr.distributed import iter_jobs_dask
+        from mrisr.pipeline.distributed import iter_jobs_dask
 
         finished = iter_jobs_dask(jobs, settings, scheduler, on_finish=display.finish)
     else:
@@ -449,7 +449,7 @@ def _warn_shared_device(settings: Any, n_jobs: int, console: Any) -> None:
     """--jobs is for CPU runs: say so when several inputs would share one GPU."""
     if settings.method != "cnn":
         return
-    from mrisr.device import resolve_device
+    from mrisr.inference.device import resolve_device
 
     device = resolve_device(settings.device)
     if device.type != "cpu":
@@ -465,7 +465,7 @@ def _shape(job: Any) -> str:
 def _print_summary(jobs: list, console: Any) -> None:
     from rich.table import Table
 
-    from mrisr.batch import summarise
+    from mrisr.pipeline.batch import summarise
 
     table = Table(title=None, show_edge=False, pad_edge=False)
     for col in ("input", "output", "status", "shape", "time"):

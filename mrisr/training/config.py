@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_type_hints
 
-from ..errors import ConfigError
-from ..intensity import NORMALISATIONS
+from mrisr.errors import ConfigError
+from mrisr.inference.intensity import NORMALISATIONS
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class DataConfig:
     contrasts: dict[str, float] = field(default_factory=lambda: {
         "t1": 0.4, "t2": 0.15, "flair": 0.15, "pd": 0.1, "random": 0.2})
     reference: str = ""              # "t1": guided model, the HR T1 is a second input channel (icbm152 only)
-    normalisation: str = "robust_scale"  # the network's intensity scale (mrisr.intensity.NORMALISATIONS)
+    normalisation: str = "robust_scale"  # the network's intensity scale (mrisr.inference.intensity.NORMALISATIONS)
     wholehead_dir: str = ""          # folder of the whole-head volumes (mrisr.training.wholehead); "": none
     wholehead_probability: float = 0.0   # fraction of training crops drawn from those volumes
 
@@ -353,7 +353,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str = ".") -> Config:
     parts = {name: _section(cls, raw.get(name, {}), name) for name, cls in sections.items()}
     cfg = Config(**parts, base_dir=base_dir)
     _check_ranges(cfg)
-    from .networks import check_model  # imports torch: the architecture checks its own arguments
+    from mrisr.training.networks import check_model  # imports torch: the architecture checks its own arguments
 
     check_model(cfg)
     return cfg

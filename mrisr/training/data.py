@@ -2,9 +2,9 @@
 
 Every training example is made the way ``mrisr upscale`` will see a real scan:
 an HR crop is re-contrasted, bias-corrupted and intensity-jittered, degraded
-with a random acquisition (:mod:`mrisr.degradation`), given Rician noise, and
+with a random acquisition (:mod:`mrisr.acquisition.degrade`), given Rician noise, and
 interpolated back onto the HR grid with the same
-:func:`mrisr.resample.resample_to_grid` that ``upscale`` uses. The centre of
+:func:`mrisr.geometry.resample.resample_to_grid` that ``upscale`` uses. The centre of
 the crop is the network input; the (corrupted) HR crop is the target.
 
 The held-out slab (the last ``holdout_fraction`` of ``holdout_axis``: the top
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..degradation import add_rician_noise
-from ..errors import ConfigError
-from ..geometry import TargetGrid, target_grid
-from ..intensity import normalising_scale
-from ..resample import resample_to_grid
-from . import augment, icbm152, wholehead
-from .config import Config, DegradationConfig
-from .lr_pairs import (
+from mrisr.acquisition.degrade import add_rician_noise
+from mrisr.errors import ConfigError
+from mrisr.geometry.grid import TargetGrid, target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.inference.intensity import normalising_scale
+from mrisr.training import augment, icbm152, wholehead
+from mrisr.training.config import Config, DegradationConfig
+from mrisr.training.lr_pairs import (
     centre_pair,
     crop_to_scale,
     degrade_to_lr,
@@ -41,7 +41,7 @@ from .lr_pairs import (
     pair_margin,
     scale_preserving_permutation,
 )
-from .synth import synthesize
+from mrisr.training.synth import synthesize
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Subject:
 @dataclass(frozen=True)
 class Acquisition:
     """One simulated acquisition: LR voxel size in HR voxels, PSF, noise, and the training-only
-    input blur (``blur``: sigma in LR voxels of :func:`~mrisr.degradation.three_tap_blur`, after the noise)."""
+    input blur (``blur``: sigma in LR voxels of :func:`~mrisr.acquisition.degrade.three_tap_blur`, after the noise)."""
 
     factors: tuple[float, float, float]
     psf: str
@@ -121,7 +121,7 @@ def normalise(image: np.ndarray, cfg: Config) -> np.ndarray:
 
 def _subject(image: np.ndarray, cfg: Config, name: str, **kw) -> Subject:
     """A subject from a raw volume: normalised; head mask at a tenth of the legacy (99th-percentile) scale."""
-    from ..intensity import robust_scale
+    from mrisr.inference.intensity import robust_scale
 
     img = normalise(image, cfg)
     return Subject(img, kw.pop("gm", None), kw.pop("wm", None), head_mask(img / robust_scale(img)), name, **kw)

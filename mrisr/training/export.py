@@ -1,7 +1,7 @@
 """Validation report and export of a trained network as a shipped model.
 
 The report runs the network through exactly the inference path of ``mrisr
-upscale`` (:func:`mrisr.engine.enhance`, or :func:`mrisr.upsampling.upscale_learned` for
+upscale`` (:func:`mrisr.inference.engine.enhance`, or :func:`mrisr.inference.upsampling.upscale_learned` for
 learned-upsampling networks: normalisation, tiling, background
 skipping, precision) on the held-out slab, for every named acquisition and
 several synthetic contrasts, and compares it with the plain cubic spline in
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import psnr, ssim
-from ..model_card import LoadedModel, ModelCard, architecture_name, example_card, save_model
-from ..upsampling import upsampling_scale
-from . import icbm152, wholehead
-from .config import Config, ConfigError
-from .data import GUIDED_CONTRASTS, VALIDATION_CASES, ValidationCase, load_subjects, validation_cases
-from .lr_pairs import hr_grid_of_lr
-from .trainer import build_network
+from mrisr.evaluation.metrics import psnr, ssim
+from mrisr.inference.model_card import LoadedModel, ModelCard, architecture_name, example_card, save_model
+from mrisr.inference.upsampling import upsampling_scale
+from mrisr.training import icbm152, wholehead
+from mrisr.training.config import Config, ConfigError
+from mrisr.training.data import GUIDED_CONTRASTS, VALIDATION_CASES, ValidationCase, load_subjects, validation_cases
+from mrisr.training.lr_pairs import hr_grid_of_lr
+from mrisr.training.trainer import build_network
 
 #: Which end of each voxel axis the hold-out takes, for a RAS-oriented volume.
 _END_OF_AXIS = {0: "right", 1: "anterior", 2: "superior"}
@@ -40,7 +40,7 @@ def card_normalisation(cfg: Config) -> dict:
         >>> card_normalisation(config_from_dict({"data": {"normalisation": "foreground_median"}}))
         {'method': 'foreground_median'}
     """
-    from ..intensity import SCALE_PERCENTILE
+    from mrisr.inference.intensity import SCALE_PERCENTILE
 
     if cfg.data.normalisation == "robust_scale":
         return {"method": "robust_scale", "percentile": SCALE_PERCENTILE}
@@ -58,8 +58,8 @@ def _run_case(case: ValidationCase, model: LoadedModel, precision: str,
               ensemble: bool = False) -> tuple[np.ndarray, str]:
     """The model's output for a case on the HR grid, through the code ``upscale`` runs; and its precision.
     ``ensemble``: a learned-upsampling model's 8-flip median (``upscale --ensemble median``)."""
-    from ..engine import enhance
-    from ..upsampling import upscale_learned, upscale_learned_ensemble
+    from mrisr.inference.engine import enhance
+    from mrisr.inference.upsampling import upscale_learned, upscale_learned_ensemble
 
     if case.lr is not None:  # learned upsampling: network on the LR grid, then the spline (identity here)
         grid = hr_grid_of_lr(case.lr.shape, upsampling_scale(model.network))
@@ -82,12 +82,12 @@ def validation_report(network: torch.nn.Module, cfg: Config, names: list[str] | 
     Contrasts default to T1, T2, FLAIR and PD (T2, FLAIR and PD with the T1 as
     the reference for guided models). A learned-upsampling network is
     validated at its own scale (:func:`mrisr.training.data.scaled_cases`),
-    through :func:`mrisr.upsampling.upscale_learned`. ``baseline`` (for guided models: the
+    through :func:`mrisr.inference.upsampling.upscale_learned`. ``baseline`` (for guided models: the
     single-input default) adds its PSNR on the same inputs, without the reference. ``ensemble``
     (learned-upsampling networks) adds the 8-flip median self-ensemble's PSNR and SSIM
     (Georgescu et al.; ``mrisr upscale --ensemble median``).
     """
-    from ..engine import enhance
+    from mrisr.inference.engine import enhance
 
     subjects = load_subjects(cfg)
     scale = upsampling_scale(network)
@@ -138,7 +138,7 @@ def real_head_report(model: LoadedModel, names: list[str] | None = None, precisi
     """One row per (real head, acquisition): spline and model PSNR/SSIM and gains
     (:mod:`mrisr.training.real_heads`), through the code ``upscale`` runs. Rows carry the
     head's name in ``contrast``. Guided models are not run here (no second channel)."""
-    from .real_heads import all_cases
+    from mrisr.training.real_heads import all_cases
 
     rows = []
     for case in all_cases(names, folder, scale=upsampling_scale(model.network), crop=crop):
@@ -216,7 +216,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
     network.eval()
     baseline = None
     if cfg.data.reference:
-        from ..registry import load_model
+        from mrisr.inference.registry import load_model
 
         baseline = load_model()  # the single-input default, for the guided-vs-single comparison
     rows = validation_report(network, cfg, cases, contrasts, log=log, baseline=baseline, ensemble=ensemble)
@@ -257,7 +257,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
                          "sha256": w.sha256, "licence": w.licence, "holdout": w.holdout} for w in wholehead.SOURCES]}
     protocol = ("held-out slab of the template, degraded by each acquisition (mrisr degrade operators, "
                 "Rician noise where named), spline-interpolated back to 1 mm, network run through "
-                "mrisr.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
+                "mrisr.inference.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
                 "SSIM (3D Gaussian window, sigma 1.5) over the automatic head mask")
     scale = upsampling_scale(network)
     if scale is not None:  # trained at one scale; upscale adds the spline for larger factors
@@ -267,8 +267,8 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
                                   "factors add a spline step after the network")
         protocol = ("held-out slab of the template cropped to whole LR voxels, degraded at the network's scale "
                     "with each named acquisition's PSF and noise (mrisr degrade operators); network run by "
-                    "mrisr.upsampling.upscale_learned on the CPU (the code of mrisr upscale) against the cubic "
-                    "spline of the same LR volume, both on the 1 mm grid; PSNR (peak = 99.5th percentile of the "
+                    "mrisr.inference.upsampling.upscale_learned on the CPU (the code of mrisr upscale) against the "
+                    "cubic spline of the same LR volume, both on the 1 mm grid; PSNR (peak = 99.5th percentile of the "
                     "reference) and SSIM (3D Gaussian window, sigma 1.5) over the automatic head mask")
     if cfg.data.reference:
         training["reference"] = ("second input channel: a 1 mm T1-weighted scan of the same head on the output "
@@ -307,7 +307,7 @@ REAL_PROTOCOL = ("real single-subject scans never trained on (mrisr.training.rea
 
 def _real_rows(network: torch.nn.Module, cfg: Config, log, ensemble: bool) -> list[dict]:
     """Real-head rows for the card, or none (with a log line) where the heads are absent or the model is guided."""
-    from . import real_heads
+    from mrisr.training import real_heads
 
     if cfg.data.reference:
         log("real heads: not measured for guided models here (docs/guided.md)")

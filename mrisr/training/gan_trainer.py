@@ -56,13 +56,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..archs.critics import LyuCritic, SRGANCritic
-from ..model_card import LoadedModel, architecture_name
-from .config import Config
-from .data import PatchSampler, load_subjects, validation_cases
-from .gan import gan_circle_loss, gan_step, sr_gan_loss
-from .networks import build_generator_pair, build_network
-from .trainer import (
+from mrisr.archs.critics import LyuCritic, SRGANCritic
+from mrisr.inference.model_card import LoadedModel, architecture_name
+from mrisr.training.config import Config
+from mrisr.training.data import PatchSampler, load_subjects, validation_cases
+from mrisr.training.gan import gan_circle_loss, gan_step, sr_gan_loss
+from mrisr.training.networks import build_generator_pair, build_network
+from mrisr.training.trainer import (
     RunState,
     atomic_save,
     autocast,

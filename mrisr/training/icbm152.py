@@ -31,8 +31,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import MrisrError
-from ..model_card import file_sha256
+from mrisr.errors import MrisrError
+from mrisr.inference.model_card import file_sha256
 
 NILEARN_VERSION = "0.14.1"
 NOTICE = " ".join(__doc__.split("(it must travel with any derived data):")[1].split("References:")[0].split())

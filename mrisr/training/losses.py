@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import look_up_option
+from mrisr.errors import look_up_option
 
 LOSSES = ("l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl")
 
@@ -67,7 +67,7 @@ def resolve_loss(cfg) -> tuple[str, float]:
         >>> resolve_loss(config_from_dict({"train": {"loss": "l2"}}))
         ('l2', 0.5)
     """
-    from .networks import TRAINABLES
+    from mrisr.training.networks import TRAINABLES
 
     if cfg.train.loss != "auto":
         return cfg.train.loss, cfg.train.gdl_weight

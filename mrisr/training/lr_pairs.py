@@ -9,7 +9,7 @@ intensity jitter, PSF, FWHM and noise drawn from ``[degradation]``) except:
 * the acquisition's factors are the network's scale (the kind, PSF, FWHM and
   noise are still sampled; only the factors are fixed);
 * the HR crop is a whole number of LR voxels along each axis (crop, margin
-  and patch are multiples of the scale), so :func:`mrisr.degradation.degrade`
+  and patch are multiples of the scale), so :func:`mrisr.acquisition.degrade.degrade`
   puts LR voxel ``i`` over HR voxels ``[i*s, (i+1)*s)`` (the geometry
   contract's edge alignment) and the LR patch is a plain slice of the LR
   crop: there is no spline;
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..degradation import add_rician_noise, degrade, three_tap_blur
-from ..geometry import TargetGrid, block_average_affine, target_grid
+from mrisr.acquisition.degrade import add_rician_noise, degrade, three_tap_blur
+from mrisr.geometry.grid import TargetGrid, block_average_affine, target_grid
 
 
 def fixed_scale(acquisition, scale: Sequence[int]):

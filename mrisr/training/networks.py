@@ -37,10 +37,15 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError, ModelError
-from ..model_card import architecture_class
-from ..upsampling import upsampling_scale
-from .config import TRAINABLES, Config, ModelConfig, Trainable  # the table of model.arch lives with the config
+from mrisr.errors import ConfigError, ModelError
+from mrisr.inference.model_card import architecture_class
+from mrisr.inference.upsampling import upsampling_scale
+from mrisr.training.config import (  # the table of model.arch lives with the config
+    TRAINABLES,
+    Config,
+    ModelConfig,
+    Trainable,
+)
 
 _RECNN_SIZE = ("depth", "width", "kernel")
 

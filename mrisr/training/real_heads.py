@@ -12,7 +12,7 @@ never for training, never shipped.
   :data:`~mrisr.training.data.VALIDATION_CASES` (factors in the head's own
   voxels), spline-interpolated back, and the model runs through the code of
   ``mrisr upscale``; PSNR/SSIM over the automatic head mask
-  (:func:`mrisr.masks.head_mask`, as ``mrisr evaluate`` uses).
+  (:func:`mrisr.evaluation.masks.head_mask`, as ``mrisr evaluate`` uses).
 - :data:`REAL_LR`: a real thick-slice acquisition of the same subject; its
   in-plane axes are high-resolution, so thickening one in-plane axis to the
   through-plane spacing with the slice profile gives a real-contrast,
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..masks import head_mask
-from ..resample import resample_to_grid
-from .data import VALIDATION_CASES, Acquisition, ValidationCase, scaled_cases, simulate
-from .lr_pairs import crop_to_scale, degrade_to_lr, hr_grid_of_lr
-from .wholehead import verified
+from mrisr.evaluation.masks import head_mask
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.training.data import VALIDATION_CASES, Acquisition, ValidationCase, scaled_cases, simulate
+from mrisr.training.lr_pairs import crop_to_scale, degrade_to_lr, hr_grid_of_lr
+from mrisr.training.wholehead import verified
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,10 @@ def available(folder: Path | None = None) -> bool:
 
 def read_head(folder: Path, head: HeadFile) -> np.ndarray:
     """The volume, checksummed, divided by its robust maximum (so that an acquisition's ``noise`` is a
-    fraction of it, as :func:`mrisr.degradation.degrade` defines; PSNR does not depend on the scale)."""
+    fraction of it, as :func:`mrisr.acquisition.degrade.degrade` defines; PSNR does not depend on the scale)."""
     import nibabel as nib
 
-    from ..intensity import robust_scale
+    from mrisr.inference.intensity import robust_scale
 
     path = verified(Path(folder) / head.name, head.sha256, f"set {ENV} to the folder of the real validation heads")
     data = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))

@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..device import autocast as device_autocast
-from ..errors import ConfigError
-from ..metrics import psnr
-from ..model_card import LoadedModel, architecture_name, atomic_save
-from ..upsampling import upsampling_scale
-from .config import Config
-from .data import PatchSampler, ValidationCase, load_subjects, validation_cases
-from .losses import loss_fn, resolve_loss
-from .networks import build_network, trainable
+from mrisr.errors import ConfigError
+from mrisr.evaluation.metrics import psnr
+from mrisr.inference.device import autocast as device_autocast
+from mrisr.inference.model_card import LoadedModel, architecture_name, atomic_save
+from mrisr.inference.upsampling import upsampling_scale
+from mrisr.training.config import Config
+from mrisr.training.data import PatchSampler, ValidationCase, load_subjects, validation_cases
+from mrisr.training.losses import loss_fn, resolve_loss
+from mrisr.training.networks import build_network, trainable
 
 __all__ = ["build_network", "init_from", "train", "validate"]
 
@@ -99,7 +99,7 @@ def lr_at(step: int, cfg: Config) -> float:
 def autocast(precision: str):
     """bf16 autocast on the CPU when ``precision`` is ``bf16`` (a no-op context for ``fp32``).
 
-    Training runs on the CPU: :func:`mrisr.device.autocast` with the CPU device.
+    Training runs on the CPU: :func:`mrisr.inference.device.autocast` with the CPU device.
     """
     return device_autocast(torch.device("cpu"), precision)
 
@@ -169,7 +169,7 @@ class RunState:
 
 def _resolved(d: dict) -> dict:
     """A config dict with ``train.loss = "auto"`` replaced by the architecture's loss (the same training)."""
-    from .networks import TRAINABLES
+    from mrisr.training.networks import TRAINABLES
 
     train = d.get("train", {})
     if train.get("loss") == "auto":
@@ -300,7 +300,7 @@ def train(cfg: Config, run_dir: Path, config_path: Path | None = None, resume: b
             Ignored on resume (the checkpoint holds the weights).
     """
     if trainable(cfg).mode == "gan":
-        from .gan_trainer import train_gan
+        from mrisr.training.gan_trainer import train_gan
 
         return train_gan(cfg, run_dir, config_path, resume, on_step, stop_after, init)
     torch.set_num_threads(cfg.train.threads)

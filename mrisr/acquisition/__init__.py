@@ -1,0 +1,1 @@
+"""Simulated acquisitions: the point-spread functions and the degradation of an image."""

@@ -1,0 +1,1 @@
+"""Evaluation of results: metrics, head masks and QC pictures."""

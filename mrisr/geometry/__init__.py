@@ -1,0 +1,1 @@
+"""The geometry contract: output grids (``grid``) and B-spline resampling onto them (``resample``)."""

@@ -1,0 +1,934 @@
+"""The upscaling pipeline: read, interpolate onto the contract grid, refine.
+
+:func:`upscale` is the one-call Python API (``mrisr.upscale``); the command
+line (``mrisr upscale``) and :mod:`mrisr.pipeline.batch` use the lower-level
+:func:`upscale_volume`, which works on an in-memory
+:class:`~mrisr.volume.Volume` and returns the data, the affine and an
+:class:`UpscaleReport` holding everything a provenance record needs.
+
+Steps for each 3D volume (a 4D series is processed volume by volume):
+
+1. B-spline interpolation of ``order`` onto the contract grid
+   (:func:`mrisr.geometry.grid.target_grid`, :func:`mrisr.geometry.resample.resample_to_grid`).
+2. With ``method="cnn"``, the network adds its residual to that interpolated
+   volume (:func:`mrisr.inference.engine.enhance`). torch is imported only then.
+   A guided model also gets a reference image (``reference=``), optionally
+   rigidly registered to the input (:mod:`mrisr.trust.registration`), resampled
+   once onto the output grid (:mod:`mrisr.trust.reference`).
+
+A learned-upsampling model (``rrlsrn``, ``georgescu``) reverses the order: the
+network refines the input by its integer scale on the input's own grid, then
+the spline takes that onto the same contract grid (:mod:`mrisr.inference.upsampling`).
+
+Example:
+    >>> import numpy as np, nibabel as nib, mrisr
+    >>> img = nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.diag([2.0, 2.0, 4.0, 1.0]))
+    >>> out = mrisr.upscale(img, spacing=[1, 1, 2], method="spline")
+    >>> out.shape
+    (8, 8, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from mrisr.errors import InputError, MrisrError, look_up_option
+from mrisr.geometry.grid import DEFAULT_MAX_VOXELS, TargetGrid, parse_spacing, spacing_from_factor, target_grid
+from mrisr.geometry.resample import resample_to_grid
+from mrisr.volume import Volume
+
+if TYPE_CHECKING:  # pragma: no cover
+    import nibabel as nib
+
+#: Processing methods: the bundled network on top of a spline, or the spline alone.
+METHODS = ("cnn", "spline")
+#: How a reference is aligned to the input: trust the headers, or rigid registration.
+REGISTRATIONS = ("none", "rigid")
+#: Stages whose wall-clock time an :class:`UpscaleReport` records (seconds).
+STAGES = ("read", "interpolate", "network", "write")
+#: Share of a volume's progress given to interpolation when the network follows.
+_INTERP_SHARE_CNN = 0.1
+
+#: ``progress(done, total)``: ``done`` volumes processed (fractional within a
+#: volume) out of ``total``.
+ProgressCallback = Callable[[float, int], None]
+
+
+@dataclass
+class UpscaleReport:
+    """What was done to one image: the provenance of an output.
+
+    Attributes:
+        input: Source path (``None`` for an in-memory image).
+        input_shape: Input array shape (3 or 4 values).
+        input_spacing: Input voxel sizes in mm.
+        output_shape: Output array shape (3 or 4 values; the 4th is kept).
+        output_spacing: Output voxel sizes in mm.
+        output_affine: Output 4x4 affine (the geometry contract's ``A'``).
+        method: ``"cnn"`` or ``"spline"``.
+        order: B-spline order of the interpolation.
+        antialias: Whether axes made coarser were smoothed first.
+        n_volumes: Number of 3D volumes processed.
+        model: Model name (``None`` for ``"spline"``).
+        model_sha256: SHA-256 of the model weights.
+        model_path: The folder the model was loaded from (tells a custom
+            model from a shipped one of the same name).
+        device: Device the network ran on.
+        precision: Arithmetic precision of the network.
+        patch_size: Patch shape the network ran with (core plus halos).
+        halo: Context voxels around each patch core.
+        batch_size: Patches per network batch.
+        threads: CPU threads used by the network.
+        patches_run: Patches passed through the network (all volumes).
+        patches_skipped: Patches skipped (background).
+        timings: Seconds spent per stage (``read``, ``interpolate``,
+            ``network``, ``write``; read and write are filled by the caller
+            that does them).
+        warnings: Reader warnings, model range warnings and input checks
+            (:mod:`mrisr.trust.ood`), in plain language.
+        consistency: With ``consistency=True``: the projection's PSF and the
+            consistency errors of the spline, the network and the projected
+            result (:mod:`mrisr.trust.consistency`); else ``None``.
+        uncertainty: With the flip ensemble: how the passes were combined,
+            their number, std-map statistics and ``std_output`` (the path of
+            the written std map, filled by the writer); else ``None``.
+        ood: Measures of the input behind the input-check warnings
+            (:class:`mrisr.trust.ood.InputAssessment`; ``method="cnn"`` only).
+        adapt: With ``adapt``: what per-scan adaptation did (:class:`mrisr.inference.adapt.AdaptReport`:
+            internal pairs, steps, seconds, held-out internal loss before and
+            after, and whether the adapted or the pretrained weights ran).
+        reference: With a reference (guided models): its ``path``, ``shape``,
+            ``spacing``, ``overlap`` (fraction of the output inside it),
+            ``register`` (``none`` or ``rigid``), ``transform_ras`` (4x4 RAS
+            matrix from output world to reference world, or ``None``), and
+            with ``rigid`` ``rotation_deg``, ``translation_mm`` (at the
+            output's centre) and ``transform_file`` (the ``.tfm`` written
+            beside the output, filled by the writer); else ``None``.
+    """
+
+    input: str | None
+    input_shape: list[int]
+    input_spacing: list[float]
+    output_shape: list[int]
+    output_spacing: list[float]
+    output_affine: list[list[float]]
+    method: str
+    order: int
+    antialias: bool
+    n_volumes: int
+    model: str | None = None
+    model_sha256: str | None = None
+    model_path: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    patch_size: Any = None
+    halo: int | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    patches_run: int = 0
+    patches_skipped: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    warnings: list[str] = field(default_factory=list)
+    consistency: dict | None = None
+    uncertainty: dict | None = None
+    ood: dict | None = None
+    reference: dict | None = None
+    adapt: dict | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy (plain lists, floats and strings).
+
+        Example:
+            >>> r = UpscaleReport(None, [2, 2, 2], [2.0] * 3, [4, 4, 4], [1.0] * 3,
+            ...                   np.eye(4).tolist(), "spline", 3, True, 1)
+            >>> r.to_dict()["timings"]["read"]
+            0.0
+        """
+        return _jsonable(dataclasses.asdict(self))
+
+
+class _UpscaleTuple(NamedTuple):
+    data: np.ndarray
+    affine: np.ndarray
+    report: UpscaleReport
+
+
+class UpscaleResult(_UpscaleTuple):
+    """Output of :func:`upscale_volume`: unpacks as ``data, affine, report``.
+
+    ``std`` holds the voxel-wise standard deviation of the flip ensemble
+    (same shape as ``data``) when ``uncertainty=True``, else ``None``.
+    """
+
+    std: np.ndarray | None = None
+
+    @classmethod
+    def with_std(cls, data: np.ndarray, affine: np.ndarray, report: UpscaleReport,
+                 std: np.ndarray | None) -> UpscaleResult:
+        """A result carrying the std map."""
+        result = cls(data, affine, report)
+        result.std = std
+        return result
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types, NaN and Inf kept (:func:`mrisr.io.writer.jsonable`)."""
+    from mrisr.io.writer import jsonable
+
+    return jsonable(obj, finite=False)
+
+
+def check_spacing_args(spacing: float | Sequence[float] | None,
+                       factor: float | Sequence[float] | None) -> None:
+    """Check that exactly one of ``spacing``/``factor`` is given, with valid values.
+
+    Runs before any file is read, so bad values fail fast.
+
+    Raises:
+        MrisrError: neither or both given; GeometryError for a wrong count or a
+            value that is zero, negative or not finite.
+
+    Example:
+        >>> check_spacing_args(1.0, None)
+        >>> check_spacing_args(None, None)
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.MrisrError: give exactly one of spacing (target voxel size in mm) or factor (e.g. 2), not neither
+    """
+    if (spacing is None) == (factor is None):
+        which = "neither" if spacing is None else "both"
+        raise MrisrError(f"give exactly one of spacing (target voxel size in mm) or factor (e.g. 2), not {which}")
+    if spacing is not None:
+        parse_spacing(spacing, "spacing")
+    else:
+        parse_spacing(factor, "factor")  # type: ignore[arg-type]
+
+
+def plan_grid(affine: np.ndarray, shape: Sequence[int], *, spacing: float | Sequence[float] | None = None,
+              factor: float | Sequence[float] | None = None,
+              max_voxels: int = DEFAULT_MAX_VOXELS) -> TargetGrid:
+    """The output grid for an image, from a target ``spacing`` or a ``factor``.
+
+    Args:
+        affine: Input affine.
+        shape: Input shape (the first three values are used).
+        spacing: Target voxel size(s) in mm (1 or 3 values).
+        factor: Divide the voxel sizes by this (1 or 3 values; 2 halves them).
+        max_voxels: Refuse outputs with more voxels than this.
+
+    Raises:
+        MrisrError: bad arguments, or a grid above ``max_voxels``.
+
+    Example:
+        >>> plan_grid(np.diag([1.0, 1.0, 3.0, 1.0]), (8, 8, 4), factor=[1, 1, 3]).shape
+        (8, 8, 12)
+    """
+    check_spacing_args(spacing, factor)
+    target = spacing if spacing is not None else spacing_from_factor(affine, factor)  # type: ignore[arg-type]
+    return target_grid(affine, shape[:3], target, max_voxels=max_voxels)
+
+
+def resolve_method(method: str | None, model: Any = None, guided: bool = False) -> tuple[str, Any]:
+    """Choose the method and the model to use.
+
+    ``method=None`` means ``"cnn"`` when a model is given or a default model
+    ships, else ``"spline"``. With ``guided`` (a reference was given) the
+    method is ``"cnn"`` and the model, unless given, the first shipped
+    guided model.
+
+    Returns:
+        ``(method, model)``: ``model`` is what was given, or the default
+        (guided) model's name for ``"cnn"``; ``None`` for ``"spline"``.
+
+    Raises:
+        MrisrError: an unknown method, ``"cnn"`` with no model available, a
+            model or a reference given together with ``"spline"``.
+        ModelError: a reference without a model when no guided model ships.
+
+    Example:
+        >>> resolve_method("spline")
+        ('spline', None)
+    """
+    if method is not None:
+        look_up_option(method, METHODS, "method")
+    if method == "spline":
+        if model is not None:
+            raise MrisrError(f"a model was given ({_model_label(model)}) but the method is 'spline'; "
+                             "drop the model or use method 'cnn'")
+        if guided:
+            raise MrisrError("a reference was given but the method is 'spline', which cannot use it (only a guided "
+                             "network does); drop the reference or use method 'cnn'")
+        return "spline", None
+    if model is not None:
+        return "cnn", model
+    if guided:
+        return "cnn", _default_guided_model()
+    from mrisr.inference.registry import default_model_name
+
+    default = default_model_name()
+    if default is not None:
+        return "cnn", default
+    if method == "cnn":
+        raise MrisrError("method 'cnn' needs a model, but no default model ships with this installation; "
+                         "name one (a model folder or its card.json) or use method 'spline'")
+    return "spline", None
+
+
+def _default_guided_model() -> str:
+    from mrisr.errors import ModelError
+    from mrisr.inference.registry import guided_model_names
+
+    names = guided_model_names()
+    if not names:
+        raise ModelError("no guided model ships with this installation; pass --model (model= in Python): a model "
+                         "folder whose card has architecture params in_channels 2")
+    return names[0]
+
+
+def check_guide_args(guided: bool, register: str | None, ensemble: str | None) -> str:
+    """Validate the reference options; returns the registration to run (``"none"`` or ``"rigid"``).
+
+    Raises:
+        MrisrError: an unknown registration, registration without a
+            reference, or a reference with the flip ensemble.
+
+    Example:
+        >>> check_guide_args(True, None, None)
+        'none'
+        >>> check_guide_args(False, "rigid", None)
+        Traceback (most recent call last):
+        ...
+        mrisr.errors.MrisrError: register 'rigid' aligns a reference image to the input, but no reference was given
+    """
+    register = look_up_option("none" if register is None else register, REGISTRATIONS, "register")
+    if register != "none" and not guided:
+        raise MrisrError(f"register {register!r} aligns a reference image to the input, but no reference was given")
+    if guided and ensemble is not None:
+        raise MrisrError("the flip ensemble (uncertainty, ensemble) does not take a reference yet; "
+                         "drop one of them")
+    return register
+
+
+def _model_label(model: Any) -> str:
+    return str(getattr(model, "name", model))
+
+
+def load_model_once(model: Any) -> Any:
+    """A :class:`~mrisr.inference.model_card.LoadedModel` for a name, a path or a loaded model.
+
+    Batch callers load the model once and pass the result to every
+    :func:`upscale_volume` call.
+    """
+    if hasattr(model, "network") and hasattr(model, "card"):
+        return model
+    from mrisr.inference.registry import load_model
+
+    return load_model(model)
+
+
+def _check_order(order: int) -> int:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= int(order) <= 5:
+        raise MrisrError(f"interpolation order must be an integer from 0 to 5, got {order!r}")
+    return int(order)
+
+
+def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = None,
+                   factor: float | Sequence[float] | None = None, method: str | None = None, order: int = 3,
+                   model: Any = None, device: str = "auto", precision: str = "auto",
+                   patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
+                   threads: int | None = None, antialias: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
+                   progress: ProgressCallback | None = None, consistency: bool | None = None,
+                   consistency_psf: str = "auto", uncertainty: bool = False,
+                   ensemble: str | None = None, reference: Any = None,
+                   register: str | None = None, adapt: Any = None) -> UpscaleResult:
+    """Upscale an in-memory volume onto the geometry contract's grid.
+
+    Args:
+        volume: The image (3D, or 4D with volumes last).
+        spacing: Target voxel size(s) in mm: one value (isotropic) or three
+            (per voxel axis i, j, k). Exactly one of ``spacing``/``factor``.
+        factor: Refinement factor(s): 2 halves every voxel size.
+        method: ``"cnn"``, ``"spline"``, or ``None`` (cnn when a model is
+            available).
+        order: B-spline order 0 (nearest) to 5; 3 (cubic) by default.
+        model: Model name, path or loaded model (``None``: the default model).
+        device, precision, patch_size, batch_size, threads: Network settings,
+            passed to :func:`mrisr.inference.engine.enhance` (``method="cnn"`` only).
+        antialias: Smooth axes made coarser before sampling.
+        max_voxels: Refuse outputs larger than this (per volume).
+        progress: ``progress(done, total)`` in volumes, called as work advances.
+        consistency: Project the result onto the images whose simulated
+            acquisition equals the input, above the input's noise
+            (:mod:`mrisr.trust.consistency`), and report the consistency errors.
+            ``None`` (default): on with the network, off for the spline
+            (:func:`resolve_consistency`).
+        consistency_psf: Acquisition PSF of that projection: ``auto``
+            (default: the PSF that best explains the input), ``box``,
+            ``gaussian``, ``kspace`` or ``slice``.
+        uncertainty: Run the network under the 8 flips (:mod:`mrisr.inference.ensemble`)
+            and return their voxel-wise std as ``result.std`` (cnn only).
+        ensemble: ``"mean"`` or ``"median"``: how the 8 flips are combined
+            (given alone, runs the flip ensemble without keeping the std);
+            ``None``: one pass, or ``"mean"`` with ``uncertainty``.
+        reference: A finer scan of the same head (path, nibabel image or
+            :class:`~mrisr.volume.Volume`, 3D) for a guided model: resampled
+            onto the output grid through world coordinates and fed to the
+            network as a second channel (``docs/guided.md``). Without
+            ``model``, the shipped guided model is used.
+        register: ``"none"`` (default: trust the headers) or ``"rigid"``:
+            register the reference to the input first
+            (:func:`mrisr.trust.registration.register_rigid`).
+        adapt: Per-scan adaptation (:mod:`mrisr.inference.adapt`): seconds of
+            fine-tuning on pairs made from the input, or an
+            :class:`~mrisr.inference.adapt.AdaptOptions`; ``None``: off (cnn only).
+
+    Returns:
+        ``UpscaleResult(data, affine, report)``: float32 data of shape
+        ``grid.shape (+ (T,))``, the contract affine and the
+        :class:`UpscaleReport` (``read``/``write`` timings left at 0);
+        ``result.std`` is the std map with ``uncertainty=True``.
+
+    Raises:
+        MrisrError: bad settings, an absurd output size, no model for ``"cnn"``,
+            a reference that is coarser than the output or misses it
+            (:class:`~mrisr.errors.InputError` naming the reference), a
+            model that does not fit (guided or not) the reference given.
+
+    Example:
+        >>> v = Volume(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))
+        >>> data, affine, report = upscale_volume(v, factor=2, method="spline")
+        >>> data.shape, report.n_volumes
+        ((8, 8, 8, 2), 2)
+    """
+    check_spacing_args(spacing, factor)
+    order = _check_order(order)
+    method, model = resolve_method(method, model, guided=reference is not None)
+    consistency = resolve_consistency(consistency, method)
+    ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
+    register = check_guide_args(reference is not None, register, ensemble)
+    adapt = check_adapt_args(adapt, method, reference is not None)
+    data = np.asarray(volume.data)
+    if data.ndim not in (3, 4):
+        raise InputError(volume.path, f"expected a 3D or 4D image, got {data.ndim} dimensions {data.shape}")
+    grid = plan_grid(volume.affine, data.shape, spacing=spacing, factor=factor, max_voxels=max_voxels)
+    report = _new_report(volume, grid, method, order, antialias)
+    loaded = None
+    engine_kw: dict[str, Any] = dict(device=device, precision=precision, patch_size=patch_size,
+                                     batch_size=batch_size, threads=threads)
+    if method == "cnn":
+        from mrisr.inference.engine import check_model_channels
+
+        loaded = load_model_once(model)
+        check_model_channels(loaded, reference is not None)
+        _check_learned(loaded, grid)
+        _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
+        _check_input(report, data)
+        if reference is not None:
+            engine_kw["reference"] = _guide(volume, grid, reference, register, report)
+        if adapt is not None:
+            loaded, progress = _adapt(loaded, data, grid, adapt, report, threads, progress)
+    maps: dict[str, np.ndarray] = {}
+    out = _run_volumes(data, grid, report, loaded, order, antialias, progress, engine_kw,
+                       consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
+    return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
+
+
+def resolve_consistency(consistency: bool | None, method: str) -> bool:
+    """Whether the consistency projection runs: as given, or by default with the network only.
+
+    The default follows a measurement on real heads (docs/trust.md): with the network it adds 0.13 to
+    0.73 dB on every row measured; the spline alone is left as the plain interpolation.
+
+    Example:
+        >>> resolve_consistency(None, "cnn"), resolve_consistency(None, "spline"), resolve_consistency(False, "cnn")
+        (True, False, False)
+    """
+    return method == "cnn" if consistency is None else bool(consistency)
+
+
+#: Share of the progress bar that per-scan adaptation takes.
+ADAPT_SHARE = 0.5
+
+
+def check_adapt_args(adapt: Any, method: str, guided: bool) -> Any:
+    """``adapt`` as :class:`~mrisr.inference.adapt.AdaptOptions` (seconds or options given), or None.
+
+    Raises:
+        MrisrError: adaptation with ``method="spline"`` or with a reference, or a bad time budget.
+
+    Example:
+        >>> check_adapt_args(None, "cnn", False) is None
+        True
+        >>> check_adapt_args(30, "cnn", False).seconds
+        30.0
+    """
+    if adapt is None or adapt is False:
+        return None
+    from mrisr.inference.adapt import AdaptOptions
+
+    if method != "cnn":
+        raise MrisrError("--adapt fine-tunes the network: it needs --method cnn")
+    if guided:
+        raise MrisrError("--adapt does not take a reference yet: the internal pairs are made from the input "
+                         "alone, with no second scan to pair with (run the guided model without --adapt)")
+    return adapt if isinstance(adapt, AdaptOptions) else AdaptOptions(seconds=adapt)
+
+
+def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: UpscaleReport,
+           threads: int | None, progress: ProgressCallback | None) -> tuple[Any, ProgressCallback | None]:
+    """The model fine-tuned on the input's first volume (:func:`mrisr.inference.adapt.adapt_model`), and the progress
+    callback for the rest of the run (adaptation takes the first :data:`ADAPT_SHARE` of the bar)."""
+    from mrisr.inference.adapt import adapt_model
+
+    n = report.n_volumes
+    on_adapt = None if progress is None else (lambda f: progress(ADAPT_SHARE * f * n, n))
+    t0 = time.perf_counter()
+    adapted, info = adapt_model(loaded, data if data.ndim == 3 else data[..., 0],
+                                tuple(1.0 / r for r in grid.ratios), opts, progress=on_adapt, threads=threads)
+    report.timings["adapt"] = time.perf_counter() - t0
+    report.adapt = info.to_dict()
+    if info.kept != "adapted":
+        report.warnings.append(f"--adapt: {info.reason}")
+    rest = None if progress is None else (lambda done, total: progress(ADAPT_SHARE * total
+                                                                        + (1 - ADAPT_SHARE) * done, total))
+    return adapted, rest
+
+
+def _check_learned(loaded: Any, grid: TargetGrid) -> None:
+    """Refuse what a learned-upsampling model cannot do: factors below its scale in every order of the axes."""
+    from mrisr.inference.upsampling import placement, upsampling_scale
+
+    scale = upsampling_scale(loaded.network)
+    if scale is None:
+        return
+    placement(scale, [1.0 / r for r in grid.ratios], f"model {loaded.name!r}")
+
+
+def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncertainty: bool,
+                     ensemble: str | None) -> str | None:
+    """Validate the consistency and ensemble options; returns the combine rule to run (or None).
+
+    Raises:
+        MrisrError: an unknown PSF or combine rule, or the flip ensemble
+            without the network.
+
+    Example:
+        >>> check_trust_args("cnn", False, "box", True, None)
+        'mean'
+    """
+    from mrisr.inference.ensemble import COMBINES
+    from mrisr.trust.consistency import PSF_CHOICES
+
+    look_up_option(consistency_psf, PSF_CHOICES, "consistency psf")
+    if ensemble is not None:
+        look_up_option(ensemble, COMBINES, "ensemble")
+    if uncertainty and ensemble is None:
+        ensemble = "mean"
+    if ensemble is not None and method != "cnn":
+        what = "uncertainty" if uncertainty else "the flip ensemble"
+        raise MrisrError(f"{what} needs the network (method 'cnn'); the method is {method!r}")
+    return ensemble
+
+
+def _guide(volume: Volume, grid: TargetGrid, reference: Any, register: str, report: UpscaleReport) -> np.ndarray:
+    """Load the reference, register it (``rigid``), resample it onto ``grid``; fills ``report.reference``."""
+    from mrisr.trust.reference import as_reference, check_reference_spacing, resample_reference
+
+    t0 = time.perf_counter()
+    ref = as_reference(as_volume(reference))
+    check_reference_spacing(ref.affine, grid, ref.path)  # before a registration that would be wasted
+    for w in ref.warnings:
+        report.warnings.append(f"reference: {w}")
+    transform, extra = None, {"register": register}
+    if register == "rigid":
+        transform, extra = _register(volume, ref, grid, report)
+    guide = resample_reference(ref, grid, transform=transform)
+    guide.extra.update(extra)
+    report.reference = guide.describe()
+    report.timings["reference"] = time.perf_counter() - t0
+    return guide.data
+
+
+def _register(volume: Volume, ref: Volume, grid: TargetGrid, report: UpscaleReport) -> tuple[np.ndarray, dict]:
+    """Rigid registration of the reference to the input's first volume, with its summary and warnings."""
+    from mrisr.trust.registration import LARGE_ROTATION_DEG, LARGE_TRANSLATION_MM, describe_rigid, register_rigid
+
+    t0 = time.perf_counter()
+    fixed = volume.data if volume.data.ndim == 3 else volume.data[..., 0]
+    try:
+        transform = register_rigid(ref.data, ref.affine, fixed, volume.affine)
+    except InputError:
+        raise
+    except MrisrError as exc:
+        raise InputError(ref.path, str(exc)) from None
+    centre = grid.affine @ np.r_[(np.asarray(grid.shape) - 1) / 2.0, 1.0]
+    moved = describe_rigid(transform, centre[:3])
+    if moved["rotation_deg"] > LARGE_ROTATION_DEG or moved["translation_mm"] > LARGE_TRANSLATION_MM:
+        report.warnings.append(f"the rigid registration moved the reference by {moved['rotation_deg']:.1f} degrees "
+                               f"and {moved['translation_mm']:.1f} mm: more than head motion within a session "
+                               "usually is; check the alignment (the transform is in the sidecar)")
+    report.timings["register"] = time.perf_counter() - t0
+    return transform, {"register": "rigid", **moved, "transform_file": None}
+
+
+def _check_input(report: UpscaleReport, data: np.ndarray) -> None:
+    """Measure the input (its first volume) against the training data; add plain warnings."""
+    from mrisr.trust.ood import assess_input
+
+    assessment = assess_input(data if data.ndim == 3 else data[..., 0])
+    report.ood = assessment.to_dict()
+    for w in assessment.warnings:
+        if w not in report.warnings:
+            report.warnings.append(w)
+
+
+def _new_report(volume: Volume, grid: TargetGrid, method: str, order: int, antialias: bool) -> UpscaleReport:
+    shape = list(np.shape(volume.data))
+    return UpscaleReport(
+        input=None if volume.path is None else str(volume.path),
+        input_shape=[int(v) for v in shape],
+        input_spacing=[float(v) for v in volume.spacing],
+        output_shape=[*grid.shape, *shape[3:]],
+        output_spacing=[float(v) for v in grid.spacing],
+        output_affine=grid.affine.tolist(),
+        method=method, order=order, antialias=bool(antialias),
+        n_volumes=1 if len(shape) == 3 else int(shape[3]),
+        warnings=list(volume.warnings),
+    )
+
+
+def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, device: str, precision: str,
+                    patch_size: Any, batch_size: int | None, threads: int | None) -> None:
+    from mrisr.inference.registry import custom_model_warning, range_warnings
+
+    report.model = loaded.name
+    report.model_sha256 = getattr(loaded, "sha256", None) or getattr(loaded.card, "sha256", None)
+    folder = getattr(loaded, "path", None)
+    report.model_path = None if folder is None else str(folder)
+    if (warning := custom_model_warning(loaded)) is not None:
+        report.warnings.append(warning)
+    report.device, report.precision = device, precision
+    report.patch_size, report.batch_size, report.threads = patch_size, batch_size, threads
+    report.warnings += range_warnings(loaded.card, report.input_spacing, grid.spacing)
+
+
+def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, order: int,
+                 antialias: bool, progress: ProgressCallback | None, engine_kw: dict, *,
+                 consistency: str | None = None, ensemble: str | None = None,
+                 maps: dict | None = None) -> np.ndarray:
+    n = report.n_volumes
+    out = np.empty(tuple(grid.shape) + tuple(data.shape[3:]), dtype=np.float32)
+    interp_share = 1.0 if loaded is None else _INTERP_SHARE_CNN
+    tracker = None
+    if consistency is not None:
+        from mrisr.trust.consistency import ConsistencyTracker
+
+        tracker = ConsistencyTracker(grid, data.shape[:3], consistency)
+    std_out = np.empty_like(out) if ensemble is not None and loaded is not None else None
+    std_stats: list[dict] = []
+    learned = loaded is not None and getattr(loaded.network, "upsampling", None) is not None
+    for t in range(n):
+        ticker = _Ticker(progress, t, n)
+        vol = data if data.ndim == 3 else data[..., t]
+        if learned:  # learned upsampling: the network on the input grid, then the spline (mrisr.inference.upsampling)
+            result, std, summary = _upsample(vol, grid, loaded, report, order, antialias, engine_kw, ticker,
+                                             ensemble if std_out is not None else None)
+            if std_out is not None:
+                std_stats.append(summary)  # type: ignore[arg-type]
+                std_out[(...,) if data.ndim == 3 else (..., t)] = std
+            del std
+            spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
+            network = result if tracker is not None else None
+        else:
+            t0 = time.perf_counter()
+            result = resample_to_grid(vol, grid, order=order, antialias=antialias,
+                                      progress=lambda k: ticker.add(k * interp_share / 3))
+            report.timings["interpolate"] += time.perf_counter() - t0
+            spline = result if tracker is not None else None
+            network = None
+            if loaded is not None:
+                # The network may be conditioned on the upsampling factor per voxel axis.
+                factors = tuple(1.0 / r for r in grid.ratios)
+                kw = {**engine_kw, "factors": factors}
+                if std_out is not None:
+                    result, std, summary = _enhance_ensemble(result, loaded, report, kw, ticker, 1.0 - interp_share,
+                                                             ensemble)  # type: ignore[arg-type]
+                    std_stats.append(summary)
+                    std_out[(...,) if data.ndim == 3 else (..., t)] = std
+                    del std
+                else:
+                    result = _enhance(result, loaded, report, kw, ticker, 1.0 - interp_share)
+                network = result if tracker is not None else None
+        if tracker is not None:
+            t0 = time.perf_counter()
+            result = tracker(vol, spline, network)
+            report.timings["consistency"] = report.timings.get("consistency", 0.0) + time.perf_counter() - t0
+            spline = network = None
+        if data.ndim == 3:
+            out[...] = result
+        else:
+            out[..., t] = result
+        ticker.finish()
+    if tracker is not None:
+        report.consistency = tracker.summary()
+    if std_out is not None:
+        report.uncertainty = _ensemble_summary(ensemble, std_stats)  # type: ignore[arg-type]
+        if maps is not None:
+            maps["std"] = std_out
+    return out
+
+
+def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleReport, order: int, antialias: bool,
+              engine_kw: dict, ticker: _Ticker, combine: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """A learned-upsampling model's result on ``grid`` (:func:`mrisr.inference.upsampling.upscale_learned`), or with
+    ``combine`` its flip ensemble (:func:`mrisr.inference.upsampling.upscale_learned_ensemble`): ``(result, std or None,
+    std summary or None)``."""
+    from mrisr.inference.upsampling import upscale_learned, upscale_learned_ensemble
+
+    t0 = time.perf_counter()
+
+    def on_tiles(done: int, total: int) -> None:
+        if total:
+            ticker.set(0.9 * min(done / total, 1.0))
+
+    kw = {"order": order, "antialias": antialias, "progress": on_tiles, **engine_kw}
+    std = summary = None
+    if combine is None:
+        result, stats = upscale_learned(vol, grid, loaded, **kw)
+        engine_stats = [stats]
+    else:
+        result, std, ens = upscale_learned_ensemble(vol, grid, loaded, combine, **kw)
+        engine_stats, summary = ens.engine, {"passes": ens.passes, **ens.std}
+    report.timings["network"] += time.perf_counter() - t0
+    for st in engine_stats:
+        _merge_stats(report, st)
+    return result, std, summary
+
+
+def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,
+                      share: float, combine: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The flip ensemble (:func:`mrisr.inference.ensemble.flip_ensemble`) in place of one network pass."""
+    from mrisr.inference.ensemble import flip_ensemble
+
+    t0 = time.perf_counter()
+    start = ticker.done
+
+    def on_patches(done: int, total: int) -> None:
+        if total:
+            ticker.set(start + share * min(done / total, 1.0))
+
+    result, std, stats = flip_ensemble(data3d, loaded, combine=combine, progress=on_patches, **engine_kw)
+    report.timings["network"] += time.perf_counter() - t0
+    for st in stats.engine:
+        _merge_stats(report, st)
+    return result, std, {"passes": stats.passes, **stats.std}
+
+
+def _ensemble_summary(combine: str, per_volume: list[dict]) -> dict:
+    """The report's ``uncertainty`` entry: std statistics combined over volumes (mean of means, max of the rest)."""
+    return {"ensemble": combine, "passes": per_volume[0]["passes"] if per_volume else 0,
+            "std_mean_relative": float(np.mean([s["mean_relative"] for s in per_volume])),
+            "std_p99_relative": float(max(s["p99_relative"] for s in per_volume)),
+            "std_max_relative": float(max(s["max_relative"] for s in per_volume)),
+            "std_output": None}
+
+
+def _enhance(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: dict, ticker: _Ticker,
+             share: float) -> np.ndarray:
+    from mrisr.inference.engine import enhance
+
+    t0 = time.perf_counter()
+    start = ticker.done
+
+    def on_patches(done: int, total: int) -> None:
+        if total:
+            ticker.set(start + share * min(done / total, 1.0))
+
+    result, stats = enhance(data3d, loaded, progress=on_patches, **engine_kw)
+    report.timings["network"] += time.perf_counter() - t0
+    _merge_stats(report, stats)
+    return np.asarray(result, dtype=np.float32)
+
+
+def _merge_stats(report: UpscaleReport, stats: Any) -> None:
+    """Copy what the engine resolved (device, precision...) and counted into the report."""
+    for name in ("device", "precision", "patch_size", "batch_size", "halo", "threads"):
+        value = getattr(stats, name, None)
+        if value is not None:
+            setattr(report, name, _jsonable(value))
+    skipped = int(getattr(stats, "n_skipped", 0) or 0)
+    report.patches_run += int(getattr(stats, "n_patches", 0) or 0) - skipped
+    report.patches_skipped += skipped
+    for w in getattr(stats, "warnings", None) or []:
+        if w not in report.warnings:
+            report.warnings.append(w)
+
+
+class _Ticker:
+    """Reports fractional progress of volume ``t`` of ``n`` to a callback."""
+
+    def __init__(self, progress: ProgressCallback | None, t: int, n: int) -> None:
+        self.progress, self.t, self.n, self.done = progress, t, n, 0.0
+
+    def set(self, done: float) -> None:
+        self.done = min(max(done, self.done), 1.0)
+        if self.progress is not None:
+            self.progress(self.t + self.done, self.n)
+
+    def add(self, amount: float) -> None:
+        self.set(self.done + amount)
+
+    def finish(self) -> None:
+        self.set(1.0)
+
+
+def as_volume(image: Any, *, series: str | None = None, nan_to_num: bool = False,
+              allow_uneven: bool = False) -> Volume:
+    """A :class:`Volume` from a path, a nibabel image or a Volume (returned as is).
+
+    Raises:
+        InputError: unreadable file, or an object of another type.
+    """
+    if isinstance(image, Volume):
+        return image
+    if isinstance(image, (str, Path)):
+        from mrisr.io.read import load_volume
+
+        return load_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    if hasattr(image, "affine") and hasattr(image, "dataobj") and hasattr(image, "header"):
+        return _volume_from_nibabel(image, nan_to_num)
+    raise InputError(None, f"expected a file path, a nibabel image or a mrisr Volume, got {type(image).__name__}")
+
+
+def _volume_from_nibabel(img: Any, nan_to_num: bool) -> Volume:
+    """Wrap an in-memory nibabel image (NIfTI-1/2 or any spatial image), checked as a read file is."""
+    from mrisr.io.read import finish_volume
+
+    if img.affine is None:
+        raise InputError(None, "the nibabel image has no affine")
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images with one time point
+        data = data[:, :, :, 0, :]
+    header = None
+    if hasattr(img.header, "get_qform"):  # NIfTI: a copy whose sform/qform match img.affine
+        header = type(img)(img.dataobj, img.affine, img.header.copy()).header
+    vol = Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), header=header,
+                 source_dtype=np.dtype(img.get_data_dtype()))
+    return finish_volume(vol, None, nan_to_num)
+
+
+def to_nifti(data: np.ndarray, affine: np.ndarray, template: Volume | None = None,
+             dtype: str = "float32") -> nib.Nifti1Image:
+    """A Nifti1Image with the output affine and a header derived from the input's.
+
+    Uses the writer's header policy (:mod:`mrisr.io.writer`: sform and qform set
+    to ``affine``, the template's codes, units and TR kept) so that images
+    returned by :func:`upscale` carry the same header as files written by
+    ``mrisr upscale``.
+    """
+    from mrisr.io.writer import nifti_image
+
+    built = nifti_image(data, affine, template=template, dtype=dtype)
+    # upscale's images carry the affine a written file holds: the header's (float32) sform, not the float64 one.
+    # The header's sform equals it, so nibabel keeps the header's codes.
+    img = type(built)(built.dataobj, built.header.get_best_affine(), built.header)
+    img.header.set_slope_inter(*built.header.get_slope_inter())
+    return img
+
+
+def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
+            factor: float | Sequence[float] | None = None, method: str | None = None, order: int = 3,
+            model: Any = None, device: str = "auto", precision: str = "auto",
+            patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
+            threads: int | None = None, antialias: bool = True, series: str | None = None,
+            nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
+            progress: ProgressCallback | None = None, consistency: bool | None = None, consistency_psf: str = "auto",
+            uncertainty: bool = False, ensemble: str | None = None, reference: Any = None,
+            register: str | None = None, adapt: Any = None) -> nib.Nifti1Image:
+    """Super-resolve an MRI image to a target voxel size.
+
+    Args:
+        image: A NIfTI file or DICOM folder path, a nibabel image or a
+            :class:`~mrisr.volume.Volume`.
+        spacing: Target voxel size(s) in mm, one value or three (voxel axes
+            i, j, k). Exactly one of ``spacing`` and ``factor``.
+        factor: Refinement factor(s) (2 halves every voxel size).
+        method: ``"cnn"``, ``"spline"`` or ``None`` (cnn if a model is available).
+        order: B-spline order, 0 to 5 (3 = cubic).
+        model: Model name or path (``None``: the default model).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; network only.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; network only.
+        patch_size: Network patch size (voxels); ``None`` chooses.
+        batch_size: Patches per network batch; ``None`` chooses.
+        threads: CPU threads for the network; ``None`` chooses.
+        antialias: Smooth axes that are made coarser before sampling.
+        series: DICOM series UID when a folder holds several.
+        nan_to_num: Replace NaN/Inf input values with 0 instead of refusing.
+        allow_uneven: Accept DICOM slices with uneven spacing.
+        max_voxels: Refuse outputs larger than this (voxels per volume).
+        progress: ``progress(done, total)`` in volumes.
+        consistency: Project the result onto the images consistent with the
+            input (``docs/trust.md``); ``consistency_psf`` names the PSF.
+            ``None`` (default): on with the network, off for the spline.
+        uncertainty: Flip ensemble of the network with its std map.
+        ensemble: ``"mean"`` or ``"median"`` of the 8 flips (see
+            :func:`upscale_volume`).
+        reference: A finer scan of the same head (file path, nibabel image
+            or Volume) guiding a guided model (``docs/guided.md``); read
+            like ``image`` (``nan_to_num``, ``allow_uneven`` apply).
+        register: ``"none"`` (default) or ``"rigid"``: register the
+            reference to the input first.
+        adapt: Seconds of per-scan adaptation (:mod:`mrisr.inference.adapt`; about
+            60-120 on two CPU cores), or an :class:`~mrisr.inference.adapt.AdaptOptions`;
+            ``None``: off.
+
+    Returns:
+        A ``nibabel.Nifti1Image`` in float32 on the contract grid (affine
+        ``A'``; qform/sform codes and, for 4D, the TR kept from the input).
+        ``img.extra["mrisr_report"]`` holds the :class:`UpscaleReport`;
+        with ``uncertainty``, ``img.extra["mrisr_std"]`` holds the std map
+        as a Nifti1Image on the same grid.
+
+    Raises:
+        MrisrError: bad settings or input (subclasses name the problem).
+
+    Example:
+        >>> import numpy as np, nibabel as nib
+        >>> img = nib.Nifti1Image(np.zeros((10, 10, 5), np.float32), np.diag([1.0, 1.0, 3.0, 1.0]))
+        >>> out = upscale(img, spacing=[1, 1, 1], method="spline")
+        >>> out.shape, [float(z) for z in out.header.get_zooms()]
+        ((10, 10, 15), [1.0, 1.0, 1.0])
+    """
+    check_spacing_args(spacing, factor)
+    _check_order(order)
+    guided = reference is not None
+    resolved = resolve_method(method, model, guided=guided)[0]
+    check_guide_args(guided, register, check_trust_args(  # fail on a bad method or option before reading anything
+        resolved, consistency, consistency_psf, uncertainty, ensemble))
+    check_adapt_args(adapt, resolved, guided)
+    t0 = time.perf_counter()
+    volume = as_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    if guided:
+        reference = as_volume(reference, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    read_time = time.perf_counter() - t0
+    result = upscale_volume(
+        volume, spacing=spacing, factor=factor, method=method, order=order, model=model, device=device,
+        precision=precision, patch_size=patch_size, batch_size=batch_size, threads=threads,
+        antialias=antialias, max_voxels=max_voxels, progress=progress, consistency=consistency,
+        consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
+        register=register, adapt=adapt)
+    data, affine, report = result
+    report.timings["read"] = read_time if isinstance(image, (str, Path)) else 0.0
+    img = to_nifti(data, affine, template=volume)
+    img.extra["mrisr_report"] = report
+    if result.std is not None:
+        img.extra["mrisr_std"] = to_nifti(result.std, affine, template=volume)
+    return img

@@ -1,0 +1,1 @@
+"""Checks on a result: data consistency, inputs outside the training range, the guide image."""
