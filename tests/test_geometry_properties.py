@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mrisr.geometry.grid import target_grid, voxel_sizes
-from mrisr.io.read import load_volume, read_nifti_geometry
+from mrisr.io.nifti import read_nifti_geometry
+from mrisr.io.read import load_volume
 from mrisr.io.writer import save_volume
 from mrisr.pipeline.upscale import upscale_volume
 from mrisr.volume import Volume

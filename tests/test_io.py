@@ -9,7 +9,9 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from helpers import sitk_image
-from mrisr.io.read import has_shear, load_volume, lps_to_ras, nifti_affine, sitk_to_ras
+from mrisr.io.nifti import has_shear, nifti_affine
+from mrisr.io.read import load_volume
+from mrisr.io.sitk import lps_to_ras, sitk_to_ras
 from mrisr.io.writer import save_volume
 from mrisr.volume import Volume
 

@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.errors import InputError
-from mrisr.io.read import MAX_ABS_VALUE, load_volume, read_nifti_geometry
+from mrisr.io.checks import MAX_ABS_VALUE
+from mrisr.io.nifti import read_nifti_geometry
+from mrisr.io.read import load_volume
 
 SHAPE = (3, 4, 2)
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])

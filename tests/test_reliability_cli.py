@@ -31,13 +31,15 @@ import pytest
 from typer.testing import CliRunner
 
 import mrisr.errors
+import mrisr.io.checks
 import mrisr.io.read
 import mrisr.io.writer as writer
 from helpers import nifti_header, write_dicom_slice
 from mrisr.cli.app import app
 from mrisr.geometry.grid import target_grid
 from mrisr.geometry.resample import resample_to_grid
-from mrisr.io.read import has_shear, load_volume
+from mrisr.io.nifti import has_shear
+from mrisr.io.read import load_volume
 from mrisr.pipeline.upscale import upscale_volume
 
 if "torch" in sys.modules:  # never more than one torch thread in tests
@@ -307,7 +309,7 @@ def _deny_reading(monkeypatch, path: Path) -> None:
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(mrisr.io.read, "open", guarded, raising=False)
+    monkeypatch.setattr(mrisr.io.checks, "open", guarded, raising=False)
 
 
 def test_unreadable_file_fails_alone(tmp_path, monkeypatch):
@@ -346,7 +348,7 @@ def test_whole_corpus_in_one_batch_leaves_every_input_untouched(tmp_path):
 
 
 def test_header_geometry_matches_the_reader_and_refuses_like_it(tmp_path, caplog):
-    from mrisr.io.read import read_nifti_geometry
+    from mrisr.io.nifti import read_nifti_geometry
 
     src = tmp_path / "in"
     for path in (good_input(src), save_nifti(src / "bold.nii", noise((4, 5, 3, 2)), header((4, 5, 3, 2)))):

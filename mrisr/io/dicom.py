@@ -10,7 +10,7 @@ measured gaps unless ``allow_uneven=True``, which resamples the stack onto a
 regular grid along the normal (linear interpolation).
 
 Pixel data is decoded by SimpleITK (GDCM), one file at a time, and every
-slice goes through :func:`mrisr.io.read.sitk_to_ras`, the single LPS-to-RAS
+slice goes through :func:`mrisr.io.sitk.sitk_to_ras`, the single LPS-to-RAS
 conversion. The slice direction of the affine is the mean step between slice
 origins, so a gantry tilt gives a (correct) sheared affine.
 
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mrisr.errors import InputError
+from mrisr.io.sitk import read_sitk_image, sitk_to_ras, sitk_volume
 from mrisr.volume import Volume
 
 #: Relative deviation from the typical gap above which slice spacing is uneven.
@@ -230,8 +231,6 @@ def load_dicom_file(path: str | os.PathLike[str]) -> Volume:
         vol = load_dicom_file("scans/T2_AX/IM0001")
         vol.data.shape   # (256, 256, 1)
     """
-    from mrisr.io.read import read_sitk_image, sitk_volume
-
     p = Path(path)
     vol = sitk_volume(p, read_sitk_image(p))
     info = _read_tags(p)
@@ -489,8 +488,6 @@ def _fmt_gaps(gaps: np.ndarray) -> str:
 
 def _read_stack(folder: Path, slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray, np.dtype]:
     """Decode every slice; affine from the first slice's axes and the mean step."""
-    from mrisr.io.read import read_sitk_image, sitk_to_ras
-
     data = np.empty((slices[0].cols, slices[0].rows, len(slices)), dtype=np.float32)
     origins = np.empty((len(slices), 3))
     first_affine, dtype = np.eye(4), np.dtype(np.float32)

@@ -54,7 +54,7 @@ import numpy as np
 
 from mrisr.errors import MrisrError, OutputError, look_up_option
 from mrisr.geometry.grid import check_affine
-from mrisr.io.read import has_shear
+from mrisr.io.nifti import has_shear, nifti_affine
 from mrisr.volume import Volume
 
 #: Output suffixes save_volume accepts.
@@ -393,8 +393,6 @@ def _write_nifti(img: Any, f: BinaryIO, gz: bool) -> None:
 def _verify_nifti(tmp: Path, raw: np.ndarray, affine: np.ndarray) -> None:
     """Re-read the written file: shape, affine (1e-5 mm) and every stored value."""
     import nibabel as nib
-
-    from mrisr.io.read import nifti_affine
 
     img = nib.load(tmp)
     if tuple(img.shape) != raw.shape:

@@ -571,7 +571,7 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
 
 
 def _header_geometry(path: Path) -> tuple[Any, tuple[int, ...]] | None:
-    from mrisr.io.read import read_nifti_geometry
+    from mrisr.io.nifti import read_nifti_geometry
 
     try:
         return read_nifti_geometry(path)

@@ -810,7 +810,7 @@ def as_volume(image: Any, *, series: str | None = None, nan_to_num: bool = False
 
 def _volume_from_nibabel(img: Any, nan_to_num: bool) -> Volume:
     """Wrap an in-memory nibabel image (NIfTI-1/2 or any spatial image), checked as a read file is."""
-    from mrisr.io.read import finish_volume
+    from mrisr.io.checks import finish_volume
 
     if img.affine is None:
         raise InputError(None, "the nibabel image has no affine")

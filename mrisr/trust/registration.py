@@ -40,7 +40,7 @@ import numpy as np
 
 from mrisr.errors import MrisrError
 from mrisr.geometry.grid import check_affine
-from mrisr.io.read import FLIP_LPS_RAS  # LPS <-> RAS: negate x and y (one owner: the SimpleITK boundary)
+from mrisr.io.sitk import FLIP_LPS_RAS  # LPS <-> RAS: negate x and y (one owner: the SimpleITK boundary)
 
 #: Suffix of the transform file beside an output.
 TRANSFORM_SUFFIX = "_reference_rigid.tfm"
