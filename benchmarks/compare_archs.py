@@ -206,7 +206,7 @@ def _scale(row: Row) -> tuple[int, ...] | None:
 
 
 def _is_gan(row: Row) -> bool:
-    from mrisr.training.networks import TRAINABLES
+    from mrisr.training.trainables import TRAINABLES
 
     arch = (row.model or {}).get("arch")
     return arch is not None and TRAINABLES[arch].mode == "gan"

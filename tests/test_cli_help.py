@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from mrisr.cli.app import app
 from mrisr.cli.models_cmd import TRAINABLE_ARCHS, use_for
 from mrisr.inference.registry import list_models
-from mrisr.training.config import TRAINABLE
+from mrisr.training.trainables import TRAINABLE
 
 UPSCALE_PANELS = ("Input and output", "Target grid", "Model", "Trust the result", "Batch", "Performance",
                   "Rarely needed")

@@ -2,7 +2,8 @@
 
 The import graph is read from the source with :mod:`ast` (nothing is imported): every ``import mrisr...`` and
 ``from mrisr... import ...`` of a module, at module level or inside a function, is an edge from that module to the
-module it names (``from mrisr.io import dicom`` names ``mrisr.io.dicom``).
+module it names (``from mrisr.io import dicom`` names ``mrisr.io.dicom``). Imports under ``if TYPE_CHECKING:``
+never run (annotations only) and are left out.
 """
 
 from __future__ import annotations
@@ -34,11 +35,24 @@ def _absolute(node: ast.ImportFrom, module: str, path: Path) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``."""
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo += node.orelse
+            continue
+        todo += list(ast.iter_child_nodes(node))
+    return nodes
+
+
 def imports(module: str) -> list[tuple[str, list[str]]]:
     """``(imported module, names taken from it)`` for each import of mrisr's modules in ``module``."""
     path = MODULES[module]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(a.name, []) for a in node.names if a.name.split(".")[0] == "mrisr"]
         elif isinstance(node, ast.ImportFrom):

@@ -15,7 +15,8 @@ from mrisr.training.config import config_from_dict, load_config
 from mrisr.training.data import PatchSampler, Subject, head_mask, load_subjects, validation_cases
 from mrisr.training.export import export_model
 from mrisr.training.losses import loss_fn, resolve_loss
-from mrisr.training.trainer import build_network, factor_condition, init_from, same_config, train, validate
+from mrisr.training.runs import factor_condition, init_from, same_config, validate
+from mrisr.training.trainer import build_network, train
 from test_training import _blobs, folder_config  # noqa: F401  (fixture)
 
 

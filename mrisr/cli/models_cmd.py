@@ -20,6 +20,8 @@ from typing import Any
 
 import typer
 
+from mrisr.training.trainables import TRAINABLES
+
 
 def _fmt_range(values: Any, unit: str = "") -> str:
     try:
@@ -67,29 +69,9 @@ def _params(arch: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in arch.get("params", {}).items())
 
 
-#: Every value of ``[model] arch`` that ``mrisr train`` builds: (input it sees, paper). Kept equal to
-#: :data:`mrisr.training.config.TRAINABLE` by the tests; docs/models.md describes each one.
-TRAINABLE_ARCHS: dict[str, tuple[str, str]] = {
-    "recnn": ("interpolated", "Pham et al., Multiscale brain MRI super-resolution using deep 3D "
-                              "convolutional networks (ReCNN; mrisr's default)"),
-    "srcnn3d": ("interpolated", "Pham et al., the same paper's 3-layer SRCNN3D baseline"),
-    "mdcsrn": ("interpolated", "Chen et al., MRI Super-Resolution with GAN and 3D Multi-Level DenseNet "
-                               "(mDCSRN)"),
-    "gan-cpce": ("interpolated", "Lyu et al., Super-resolution MRI through Deep Learning (GAN-CPCE "
-                                 "generator)"),
-    "gan-circle-generator": ("interpolated", "Lyu et al., the same paper's GAN-CIRCLE generator, trained "
-                                             "alone"),
-    "rrlsrn": ("low-resolution", "Song et al., Deep Robust Residual Network for Brain MRI "
-                                 "Super-Resolution (RRLSRN, in 3D)"),
-    "georgescu": ("low-resolution", "Georgescu et al., Convolutional Neural Networks with Intermediate "
-                                    "Loss for 3D Super-Resolution of CT and MRI Scans"),
-    "mdcsrn-gan": ("interpolated", "Chen et al.: the mdcsrn generator against an SRGAN critic "
-                                   "(adversarial training)"),
-    "gan-cpce-wgan": ("interpolated", "Lyu et al.: the gan-cpce generator against the GAN-CPCE critic "
-                                      "(WGAN training)"),
-    "gan-circle": ("interpolated", "Lyu et al., after You et al.: GAN-CIRCLE, two generators and two "
-                                   "critics (cycle training; the generator is exported)"),
-}
+#: Every value of ``[model] arch`` that ``mrisr train`` builds: (input it sees, paper), read from
+#: :data:`mrisr.training.trainables.TRAINABLES`; docs/models.md describes each one.
+TRAINABLE_ARCHS: dict[str, tuple[str, str]] = {name: (spec.sees, spec.paper) for name, spec in TRAINABLES.items()}
 
 
 def use_for(card: Any) -> str:

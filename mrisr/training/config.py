@@ -27,6 +27,7 @@ from typing import Any, Union, get_type_hints
 
 from mrisr.errors import ConfigError
 from mrisr.inference.intensity import NORMALISATIONS
+from mrisr.training.trainables import TRAINABLE
 
 
 @dataclass(frozen=True)
@@ -87,48 +88,6 @@ class DegradationConfig:
     brighten_level: tuple[float, float] = (1.3, 2.0)
     saturate_probability: float = 0.0
     saturate_level: tuple[float, float] = (1.4, 3.0)
-
-
-@dataclass(frozen=True)
-class Trainable:
-    """How one ``model.arch`` trains.
-
-    Attributes:
-        architecture: Registry name of the network that is trained and exported.
-        mode: ``interpolated``, ``upsampling`` or ``gan``.
-        loss: Loss name of ``train.loss = "auto"`` (None: the GAN mode's own).
-        paper_weight: Weight of that loss's second term (gradient difference), when it has one.
-    """
-
-    architecture: str
-    mode: str
-    loss: str | None
-    paper_weight: float = 0.0
-
-
-#: ``model.arch`` -> how it trains. ``recnn`` keeps mrisr's L1 (Pham et al. use MSE); ``srcnn3d``
-#: has Pham/Dong's MSE; Chen's mDCSRN L1; Song's Charbonnier + GDL (weight 1, Eq. 6); Georgescu's
-#: L1 on the output plus ``train.intermediate_weight`` x L1 on the sub-pixel output (Eq. 3);
-#: Lyu's generators trained alone get L1 (the content term of their GAN losses).
-TRAINABLES: dict[str, Trainable] = {
-    "recnn": Trainable("recnn", "interpolated", "l1"),
-    "srcnn3d": Trainable("srcnn3d", "interpolated", "l2"),
-    "mdcsrn": Trainable("mdcsrn", "interpolated", "l1"),
-    "gan-cpce": Trainable("gan-cpce", "interpolated", "l1"),
-    "gan-circle-generator": Trainable("gan-circle-generator", "interpolated", "l1"),
-    "rrlsrn": Trainable("rrlsrn", "upsampling", "charbonnier+gdl", paper_weight=1.0),
-    "georgescu": Trainable("georgescu", "upsampling", "l1"),
-    "mdcsrn-gan": Trainable("mdcsrn", "gan", None),
-    "gan-cpce-wgan": Trainable("gan-cpce", "gan", None),
-    "gan-circle": Trainable("gan-circle-generator", "gan", None),
-}
-
-
-#: Values of ``model.arch`` (the keys of :data:`TRAINABLES`): the registered architectures that train on their
-#: own, and the adversarial training modes (``mdcsrn-gan``: an mdcsrn generator against an SRGAN critic;
-#: ``gan-cpce-wgan``: the gan-cpce generator against Lyu's GAN-CPCE critic;
-#: ``gan-circle``: the GAN-CIRCLE generator pair against two critics; only the generator is exported).
-TRAINABLE = tuple(TRAINABLES)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from mrisr.training import icbm152, wholehead
 from mrisr.training.config import Config, ConfigError
 from mrisr.training.data import GUIDED_CONTRASTS, VALIDATION_CASES, ValidationCase, load_subjects, validation_cases
 from mrisr.training.lr_pairs import hr_grid_of_lr
-from mrisr.training.trainer import build_network
+from mrisr.training.networks import build_network
 
 #: Which end of each voxel axis the hold-out takes, for a RAS-oriented volume.
 _END_OF_AXIS = {0: "right", 1: "anterior", 2: "superior"}

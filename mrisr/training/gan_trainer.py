@@ -57,14 +57,13 @@ import torch
 from torch import nn
 
 from mrisr.archs.critics import LyuCritic, SRGANCritic
-from mrisr.inference.model_card import LoadedModel, architecture_name
+from mrisr.inference.model_card import LoadedModel, architecture_name, atomic_save
 from mrisr.training.config import Config
 from mrisr.training.data import PatchSampler, load_subjects, validation_cases
 from mrisr.training.gan import gan_circle_loss, gan_step, sr_gan_loss
 from mrisr.training.networks import build_generator_pair, build_network
-from mrisr.training.trainer import (
+from mrisr.training.runs import (
     RunState,
-    atomic_save,
     autocast,
     factor_condition,
     init_from,

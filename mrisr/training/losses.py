@@ -8,7 +8,7 @@ differences along the three axes (Song et al. square the difference of their
 absolute values, in 2D); ``charbonnier+gdl`` is their combination.
 
 ``train.loss = "auto"`` picks the loss of the architecture's paper
-(:data:`mrisr.training.networks.TRAINABLES`, :func:`resolve_loss`).
+(:data:`mrisr.training.trainables.TRAINABLES`, :func:`resolve_loss`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from mrisr.errors import look_up_option
+from mrisr.training.trainables import TRAINABLES
 
 LOSSES = ("l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl")
 
@@ -67,8 +68,6 @@ def resolve_loss(cfg) -> tuple[str, float]:
         >>> resolve_loss(config_from_dict({"train": {"loss": "l2"}}))
         ('l2', 0.5)
     """
-    from mrisr.training.networks import TRAINABLES
-
     if cfg.train.loss != "auto":
         return cfg.train.loss, cfg.train.gdl_weight
     spec = TRAINABLES[cfg.model.arch]

@@ -1,6 +1,6 @@
 """Which network ``[model]`` describes, how it trains, and its constructor arguments.
 
-Every value of ``model.arch`` (:data:`~mrisr.training.config.TRAINABLE`)
+Every value of ``model.arch`` (:data:`~mrisr.training.trainables.TRAINABLE`)
 maps to a :class:`Trainable`: the registered architecture that is trained and
 exported, the training *mode* and the loss of its paper:
 
@@ -33,19 +33,17 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from mrisr.errors import ConfigError, ModelError
 from mrisr.inference.model_card import architecture_class
 from mrisr.inference.upsampling import upsampling_scale
-from mrisr.training.config import (  # the table of model.arch lives with the config
-    TRAINABLES,
-    Config,
-    ModelConfig,
-    Trainable,
-)
+from mrisr.training.trainables import TRAINABLES, Trainable
+
+if TYPE_CHECKING:  # annotations only: mrisr.training.config calls check_model, so it imports this module
+    from mrisr.training.config import Config, ModelConfig
 
 _RECNN_SIZE = ("depth", "width", "kernel")
 
@@ -61,7 +59,7 @@ def _constructor_args(cls: type) -> list[str]:
 
 def _check_recnn_fields(m: ModelConfig) -> None:
     """``depth``/``width``/``kernel`` left at their defaults unless they size a preset-less recnn."""
-    defaults = {f.name: f.default for f in fields(ModelConfig)}
+    defaults = {f.name: f.default for f in fields(m)}
     for name in _RECNN_SIZE:
         if getattr(m, name) == defaults[name]:
             continue
