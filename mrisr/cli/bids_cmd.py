@@ -58,6 +58,9 @@ from mrisr.cli.upscale_cmd import (
     SpacingOpt,
     ThreadsOpt,
     UncertaintyOpt,
+    check_dask,
+    check_settings,
+    run_batch,
 )
 
 #: Options that take several values up to the next option.
@@ -145,10 +148,8 @@ def bids(
             batch_size=batch_size, threads=threads, antialias=antialias, nan_to_num=nan_to_num, dtype=dtype,
             force=force or overwrite, qc=qc, consistency=consistency, uncertainty=uncertainty, ensemble=ensemble,
             register="none")
-        from mrisr.cli.upscale_cmd import _check_dask, _check_settings
-
-        _check_settings(settings)
-        _check_dask(dask_scheduler, n_jobs)
+        check_settings(settings)
+        check_dask(dask_scheduler, n_jobs)
         jobs, loaded = _plan(images, root, output_dir, settings, parse_shard(shard) if shard else None)
     except MrisrError as exc:
         raise usage_error(str(exc), console) from None
@@ -156,10 +157,8 @@ def bids(
         if not quiet:
             print_warning(f"shard {shard} holds no images; nothing to do", console)
         raise typer.Exit(code=EXIT_OK)
-    from mrisr.cli.upscale_cmd import _run
-
-    raise typer.Exit(code=_run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
-                               scheduler=dask_scheduler))
+    raise typer.Exit(code=run_batch(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
+                                    scheduler=dask_scheduler))
 
 
 def _plan(images: list, root: Path, output_dir: Path, settings: Any, shard: tuple[int, int] | None) -> tuple:

@@ -211,9 +211,9 @@ def upscale(
             allow_uneven=allow_uneven, dtype=dtype, force=force or overwrite, qc=qc, consistency=consistency,
             consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
             register=register, adapt=adapt_seconds if adapt else None)
-        _check_settings(settings)
+        check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
-        _check_dask(dask_scheduler, n_jobs)
+        check_dask(dask_scheduler, n_jobs)
         inputs = _with_demo(list(inputs or []), demo, inputs_from)
         if demo and len(inputs) == 1 and output is None and output_dir is None:
             output = Path.cwd() / "sample_t1_2mm_sr.nii.gz"  # never write inside the installed package
@@ -226,12 +226,12 @@ def upscale(
         raise typer.Exit(code=EXIT_OK)
     if n_jobs > 1 and not quiet:
         _warn_shared_device(settings, n_jobs, console)
-    code = _run(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
+    code = run_batch(jobs, settings, loaded, console, quiet=quiet, json_out=json_out, n_jobs=n_jobs,
                 scheduler=dask_scheduler)
     raise typer.Exit(code=code)
 
 
-def _check_dask(scheduler: str | None, n_jobs: int) -> None:
+def check_dask(scheduler: str | None, n_jobs: int) -> None:
     """--dask-scheduler's value (and dask's presence), and not together with --jobs."""
     if scheduler is None:
         return
@@ -264,7 +264,7 @@ def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -
     return inputs
 
 
-def _check_settings(settings: Any) -> None:
+def check_settings(settings: Any) -> None:
     """Validate everything that needs no file; 'spacing'/'factor' become '--spacing'/'--factor'."""
     from mrisr.errors import MrisrError
     from mrisr.geometry.grid import parse_spacing
@@ -330,7 +330,7 @@ def _check_one_input(inputs: list[Path]) -> None:
                          "once per input, each with the reference scan of its own head")
 
 
-def _run(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool,
+def run_batch(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bool, json_out: bool,
          n_jobs: int = 1, scheduler: str | None = None) -> int:
     """Run the jobs (``n_jobs`` at once, or on the Dask ``scheduler``); errors, lines and records come out in
     input order."""

@@ -167,7 +167,8 @@ def bytes_per_voxel(network: nn.Module, precision: str) -> int:
     return LIVE_MAPS * feature_channels(network) * act + 16  # + input, residual, result in fp32
 
 
-def _positive(value: int | None, what: str) -> int | None:
+def positive_or_none(value: int | None, what: str) -> int | None:
+    """``value`` when it is None or an integer >= 1 (``what`` names it in the error)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -175,7 +176,7 @@ def _positive(value: int | None, what: str) -> int | None:
     return int(value)
 
 
-def _patch_sides(value: int | Sequence[int] | None) -> tuple[int, int, int] | None:
+def patch_sides(value: int | Sequence[int] | None) -> tuple[int, int, int] | None:
     """``patch_size`` as three sides (one value means a cube)."""
     if value is None:
         return None
@@ -184,7 +185,7 @@ def _patch_sides(value: int | Sequence[int] | None) -> tuple[int, int, int] | No
     sides = list(value) if isinstance(value, (list, tuple)) else []
     if len(sides) != 3:
         raise MrisrError(f"patch_size must be one positive integer or three, got {value!r}")
-    return tuple(_positive(v, "patch_size") for v in sides)  # type: ignore[return-value]
+    return tuple(positive_or_none(v, "patch_size") for v in sides)  # type: ignore[return-value]
 
 
 def balanced_core(n: int, core: int) -> int:
@@ -222,7 +223,7 @@ def make_plan(shape: Sequence[int], halo: int, voxel_budget: int, patch_size: in
         >>> make_plan((50, 40, 30), 8, 10**9, patch_size=12).blend
         True
     """
-    sides = _patch_sides(patch_size)
+    sides = patch_sides(patch_size)
     if sides is not None:
         sides = tuple(min(p, n) for p, n in zip(sides, shape))  # type: ignore[assignment]
         # An axis whose patch spans the whole volume needs no halo.
@@ -246,7 +247,8 @@ def make_plan(shape: Sequence[int], halo: int, voxel_budget: int, patch_size: in
     return Plan(tiles=tiles, halo=h, batch_size=batch_size, blend=blend)
 
 
-def _check_volume(data: np.ndarray, what: str = "volume") -> np.ndarray:
+def check_volume(data: np.ndarray, what: str = "volume") -> np.ndarray:
+    """A 3D numpy volume as float32, refusing anything else (``what`` names it in the error)."""
     if not isinstance(data, np.ndarray):
         raise InputError(None, f"enhance takes a numpy array as the {what}, got {type(data).__name__}")
     if data.ndim != 3 or min(data.shape) < 1:
@@ -296,17 +298,17 @@ def check_model_channels(model: LoadedModel, guided: bool) -> None:
 
 def _check_inputs(data: np.ndarray, model: LoadedModel,
                   reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    data = _check_volume(data)
+    data = check_volume(data)
     check_model_channels(model, reference is not None)
     if reference is not None:
-        reference = _check_volume(reference, "reference")
+        reference = check_volume(reference, "reference")
         if reference.shape != data.shape:
             raise InputError(None, f"the reference must lie on the output grid: shape {reference.shape}, "
                                    f"the volume's is {data.shape} (see mrisr.trust.reference.resample_reference)")
     return data, reference
 
 
-def _prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
+def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
     """Move the network to ``device`` in eval mode (in place; channels-last on the CPU)."""
     network.eval().to(device)
     if device.type == "cpu":
@@ -454,8 +456,8 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
     """
     t_start = time.perf_counter()
     data, reference = _check_inputs(data, model, reference)
-    sides = _patch_sides(patch_size)
-    batch_size = _positive(batch_size, "batch_size")
+    sides = patch_sides(patch_size)
+    batch_size = positive_or_none(batch_size, "batch_size")
     with cpu_threads(threads):
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
@@ -464,7 +466,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         scale = normalising_scale(data, norm)
         guide_scale = normalising_scale(reference, norm) if reference is not None else 1.0
         t_norm = time.perf_counter() - t0
-        network = _prepare_network(model.network, dev)
+        network = prepare_network(model.network, dev)
         condition = _condition(network, factors)
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
         budget = memory_budget(dev) // bytes_per_voxel(network, prec)
@@ -495,7 +497,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
             # Outside the except block the traceback (and the failed batch's tensors) are released.
             empty_cache(dev)
             retries += 1
-            sides, batch_size, budget = _shrink(plan, sides, budget)
+            sides, batch_size, budget = shrink_plan(plan, sides, budget)
         n_threads = torch.get_num_threads()
     stats = EngineStats(
         device=f"cuda:{torch.cuda.current_device()}" if dev.type == "cuda" and dev.index is None else str(dev),
@@ -566,8 +568,8 @@ def _warnings(plan: Plan, radius: int, retries: int, precision_note: str = "") -
     return out
 
 
-def _shrink(plan: Plan, sides: tuple[int, int, int] | None,
-            budget: int) -> tuple[tuple[int, int, int] | None, int, int]:
+def shrink_plan(plan: Plan, sides: tuple[int, int, int] | None,
+                budget: int) -> tuple[tuple[int, int, int] | None, int, int]:
     """Smaller settings after an out-of-memory error: halve the batch, else the patch volume."""
     if plan.batch_size > 1:
         return sides, plan.batch_size // 2, budget

@@ -51,9 +51,16 @@ from typing import Any
 
 import numpy as np
 
-from mrisr.errors import MrisrError
+from mrisr.errors import ModelError, MrisrError
+from mrisr.evaluation.masks import network_mask
 from mrisr.geometry.grid import TargetGrid, target_grid, voxel_sizes
 from mrisr.geometry.resample import resample_to_grid
+from mrisr.inference.ensemble import flip_passes
+from mrisr.inference.intensity import normalising_scale, robust_scale
+from mrisr.inference.tiling import batches
+
+# torch, mrisr.inference.device and mrisr.inference.engine (which import torch) are imported inside the functions
+# that run a network: the grid helpers here (upsampling_scale, placement) serve torch-free callers.
 
 #: Largest shortfall of a factor below the scale that still counts as equal.
 FACTOR_TOLERANCE = 1e-6
@@ -187,7 +194,6 @@ def run_tiles(data: np.ndarray, network: Any, plan: Any, *, scale: Sequence[int]
     import torch
 
     from mrisr.inference.device import autocast
-    from mrisr.inference.tiling import batches
 
     counts = {"skipped": 0, "network": 0.0, "stitch": 0.0, "voxels": 0}
     done = 0
@@ -259,8 +265,6 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     """
     import torch
 
-    from mrisr.errors import ModelError
-    from mrisr.evaluation.masks import network_mask
     from mrisr.inference.device import (
         cpu_bf16_warning,
         cpu_threads,
@@ -274,23 +278,22 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
         BACKGROUND,
         MAX_RETRIES,
         EngineStats,
-        _check_volume,
-        _patch_sides,
-        _positive,
-        _shrink,
         bytes_per_voxel,
+        check_volume,
+        patch_sides,
+        positive_or_none,
+        shrink_plan,
     )
-    from mrisr.inference.intensity import normalising_scale
 
     t_start = time.perf_counter()
     scale = upsampling_scale(model.network)
     if scale is None:
         raise ModelError(f"model {model.name!r} is not a learned-upsampling network (it has no integer scale)")
-    data = _check_volume(data)
+    data = check_volume(data)
     axes = tuple(int(a) for a in axes)
     if sorted(axes) != [0, 1, 2]:
         raise MrisrError(f"axes must be a permutation of (0, 1, 2), got {axes}")
-    sides, batch_size = _patch_sides(patch_size), _positive(batch_size, "batch_size")
+    sides, batch_size = patch_sides(patch_size), positive_or_none(batch_size, "batch_size")
     if axes != (0, 1, 2):
         data = np.ascontiguousarray(data.transpose(axes))
         sides = None if sides is None else tuple(sides[a] for a in axes)  # type: ignore[assignment]  # follow the axes
@@ -317,7 +320,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
                     raise
             empty_cache(dev)
             retries += 1
-            sides, batch_size, budget = _shrink(plan, sides, budget)  # the engine's rule: batch, then patch
+            sides, batch_size, budget = shrink_plan(plan, sides, budget)  # the engine's rule: batch, then patch
         n_threads = torch.get_num_threads()
     patch_shape = tuple(plan.patch_shape[k] for k in np.argsort(axes))  # per input axis
     stats = EngineStats(device=str(dev), precision=prec, patch_size=patch_shape, halo=plan.halo,
@@ -335,8 +338,6 @@ def whole_volume_upsample(data: np.ndarray, network: Any, intensity: float | Non
     """Reference: one fp32 whole-volume pass ``intensity * network(data / intensity)`` (tests, small volumes)."""
     import torch
 
-    from mrisr.inference.intensity import robust_scale
-
     intensity = float(robust_scale(data)) if intensity is None else intensity
     x = torch.from_numpy(np.ascontiguousarray(data, np.float32) / np.float32(intensity))[None, None]
     with torch.inference_mode():
@@ -346,7 +347,6 @@ def whole_volume_upsample(data: np.ndarray, network: Any, intensity: float | Non
 
 def _placement_for(model: Any, grid: TargetGrid) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """``(axes, scale on the input's axes)`` of the model for ``grid``'s factors (:func:`placement`)."""
-    from mrisr.errors import ModelError
 
     scale = upsampling_scale(model.network)
     if scale is None:
@@ -405,7 +405,6 @@ def upscale_learned_ensemble(data: np.ndarray, grid: TargetGrid, model: Any, com
         >>> out.shape, st.passes, st.combine, bool(std.min() >= 0)
         ((6, 6, 8), 8, 'median', True)
     """
-    from mrisr.inference.ensemble import flip_passes
 
     engine_kw.pop("factors", None)
     axes, scale = _placement_for(model, grid)

@@ -926,9 +926,9 @@ def _share_model(model: Any, settings: BatchSettings) -> None:
     if model is None or not hasattr(model, "network"):
         return
     from mrisr.inference.device import resolve_device
-    from mrisr.inference.engine import _prepare_network
+    from mrisr.inference.engine import prepare_network
 
-    _prepare_network(model.network, resolve_device(settings.device))
+    prepare_network(model.network, resolve_device(settings.device))
 
 
 def exit_code(jobs: Iterable[Job]) -> int:
