@@ -13,6 +13,7 @@ import mrisr
 from mrisr.errors import GeometryError, MrisrError
 from mrisr.geometry.grid import target_grid
 from mrisr.geometry.resample import resample_to_grid
+from mrisr.pipeline import checks
 from mrisr.pipeline import upscale as pipeline
 from mrisr.volume import Volume
 
@@ -134,12 +135,12 @@ def test_absurd_output_size_is_refused():
 
 
 def test_method_resolution(no_default_model):
-    assert pipeline.resolve_method(None) == ("spline", None)
-    assert pipeline.resolve_method(None, "some-model") == ("cnn", "some-model")
+    assert checks.resolve_method(None) == ("spline", None)
+    assert checks.resolve_method(None, "some-model") == ("cnn", "some-model")
     with pytest.raises(MrisrError, match="no default model"):
-        pipeline.resolve_method("cnn")
+        checks.resolve_method("cnn")
     with pytest.raises(MrisrError, match="method is 'spline'"):
-        pipeline.resolve_method("spline", "some-model")
+        checks.resolve_method("spline", "some-model")
 
 
 def test_nan_input_refused_unless_nan_to_num():

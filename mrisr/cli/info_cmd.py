@@ -52,7 +52,7 @@ def describe(path: str | Path, *, spacing: Any = None, factor: Any = None, serie
     import numpy as np
 
     from mrisr.geometry.grid import DEFAULT_MAX_VOXELS
-    from mrisr.pipeline.upscale import plan_grid
+    from mrisr.pipeline.checks import plan_grid
 
     info = _read_facts(Path(path), series)
     if spacing is not None or factor is not None:

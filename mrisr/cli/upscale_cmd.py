@@ -288,7 +288,7 @@ def check_settings(settings: Any) -> None:
 def _check_reference_options(settings: Any) -> None:
     """--register's value, --register without --reference, a missing reference (named as typed)."""
     from mrisr.errors import MrisrError, look_up_option
-    from mrisr.pipeline.upscale import REGISTRATIONS
+    from mrisr.pipeline.checks import REGISTRATIONS
 
     look_up_option(settings.register, REGISTRATIONS, "--register value")
     if settings.reference is None:

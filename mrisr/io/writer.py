@@ -525,7 +525,7 @@ def jsonable(obj: Any, *, finite: bool = True) -> Any:
     """Plain JSON types: NumPy to Python, paths to strings, tuples and sets to lists, keys to strings.
 
     With ``finite`` (the sidecars: strict JSON) NaN and Inf become None; without, they stay floats
-    (:meth:`mrisr.pipeline.upscale.UpscaleReport.to_dict`).
+    (:meth:`mrisr.pipeline.report.UpscaleReport.to_dict`).
 
     Example:
         >>> jsonable({"spacing": np.array([1.0, 1.0, 2.0]), "psnr": np.float32(np.nan), 3: Path("a.nii")})

@@ -50,8 +50,7 @@ from mrisr.io.naming import (
     sidecar_path,
     split_extension,
 )
-from mrisr.pipeline.upscale import (
-    UpscaleReport,
+from mrisr.pipeline.checks import (
     check_adapt_args,
     check_guide_args,
     check_spacing_args,
@@ -60,13 +59,14 @@ from mrisr.pipeline.upscale import (
     plan_grid,
     resolve_consistency,
     resolve_method,
-    upscale_volume,
 )
+from mrisr.pipeline.report import UpscaleReport
+from mrisr.pipeline.upscale import upscale_volume
 from mrisr.trust.registration import transform_path
 
 #: Job states: planned, done, left alone (output exists), or failed.
 STATUSES = ("pending", "ok", "skipped", "failed")
-#: Fields of a record that come from the :class:`~mrisr.pipeline.upscale.UpscaleReport`.
+#: Fields of a record that come from the :class:`~mrisr.pipeline.report.UpscaleReport`.
 REPORT_FIELDS = tuple(f.name for f in dataclasses.fields(UpscaleReport) if f.name != "input")
 DATASET_DESCRIPTION = "dataset_description.json"
 

@@ -30,313 +30,44 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mrisr.errors import InputError, MrisrError, look_up_option
-from mrisr.geometry.grid import DEFAULT_MAX_VOXELS, TargetGrid, parse_spacing, spacing_from_factor, target_grid
+from mrisr.errors import InputError, MrisrError
+from mrisr.geometry.grid import DEFAULT_MAX_VOXELS, TargetGrid
 from mrisr.geometry.resample import resample_to_grid
+from mrisr.pipeline.checks import (
+    check_adapt_args,
+    check_guide_args,
+    check_learned,
+    check_order,
+    check_spacing_args,
+    check_trust_args,
+    load_model_once,
+    plan_grid,
+    resolve_consistency,
+    resolve_method,
+)
+from mrisr.pipeline.report import UpscaleReport, UpscaleResult, jsonable_keep_nan
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel as nib
 
-#: Processing methods: the bundled network on top of a spline, or the spline alone.
-METHODS = ("cnn", "spline")
-#: How a reference is aligned to the input: trust the headers, or rigid registration.
-REGISTRATIONS = ("none", "rigid")
-#: Stages whose wall-clock time an :class:`UpscaleReport` records (seconds).
-STAGES = ("read", "interpolate", "network", "write")
+# The stages are imported inside the functions that run them: mrisr.upscale(..., method="spline") loads no
+# torch, and the model registry is looked up when a run needs it.
+
 #: Share of a volume's progress given to interpolation when the network follows.
 _INTERP_SHARE_CNN = 0.1
+
 
 #: ``progress(done, total)``: ``done`` volumes processed (fractional within a
 #: volume) out of ``total``.
 ProgressCallback = Callable[[float, int], None]
-
-
-@dataclass
-class UpscaleReport:
-    """What was done to one image: the provenance of an output.
-
-    Attributes:
-        input: Source path (``None`` for an in-memory image).
-        input_shape: Input array shape (3 or 4 values).
-        input_spacing: Input voxel sizes in mm.
-        output_shape: Output array shape (3 or 4 values; the 4th is kept).
-        output_spacing: Output voxel sizes in mm.
-        output_affine: Output 4x4 affine (the geometry contract's ``A'``).
-        method: ``"cnn"`` or ``"spline"``.
-        order: B-spline order of the interpolation.
-        antialias: Whether axes made coarser were smoothed first.
-        n_volumes: Number of 3D volumes processed.
-        model: Model name (``None`` for ``"spline"``).
-        model_sha256: SHA-256 of the model weights.
-        model_path: The folder the model was loaded from (tells a custom
-            model from a shipped one of the same name).
-        device: Device the network ran on.
-        precision: Arithmetic precision of the network.
-        patch_size: Patch shape the network ran with (core plus halos).
-        halo: Context voxels around each patch core.
-        batch_size: Patches per network batch.
-        threads: CPU threads used by the network.
-        patches_run: Patches passed through the network (all volumes).
-        patches_skipped: Patches skipped (background).
-        timings: Seconds spent per stage (``read``, ``interpolate``,
-            ``network``, ``write``; read and write are filled by the caller
-            that does them).
-        warnings: Reader warnings, model range warnings and input checks
-            (:mod:`mrisr.trust.ood`), in plain language.
-        consistency: With ``consistency=True``: the projection's PSF and the
-            consistency errors of the spline, the network and the projected
-            result (:mod:`mrisr.trust.consistency`); else ``None``.
-        uncertainty: With the flip ensemble: how the passes were combined,
-            their number, std-map statistics and ``std_output`` (the path of
-            the written std map, filled by the writer); else ``None``.
-        ood: Measures of the input behind the input-check warnings
-            (:class:`mrisr.trust.ood.InputAssessment`; ``method="cnn"`` only).
-        adapt: With ``adapt``: what per-scan adaptation did (:class:`mrisr.inference.adapt.AdaptReport`:
-            internal pairs, steps, seconds, held-out internal loss before and
-            after, and whether the adapted or the pretrained weights ran).
-        reference: With a reference (guided models): its ``path``, ``shape``,
-            ``spacing``, ``overlap`` (fraction of the output inside it),
-            ``register`` (``none`` or ``rigid``), ``transform_ras`` (4x4 RAS
-            matrix from output world to reference world, or ``None``), and
-            with ``rigid`` ``rotation_deg``, ``translation_mm`` (at the
-            output's centre) and ``transform_file`` (the ``.tfm`` written
-            beside the output, filled by the writer); else ``None``.
-    """
-
-    input: str | None
-    input_shape: list[int]
-    input_spacing: list[float]
-    output_shape: list[int]
-    output_spacing: list[float]
-    output_affine: list[list[float]]
-    method: str
-    order: int
-    antialias: bool
-    n_volumes: int
-    model: str | None = None
-    model_sha256: str | None = None
-    model_path: str | None = None
-    device: str | None = None
-    precision: str | None = None
-    patch_size: Any = None
-    halo: int | None = None
-    batch_size: int | None = None
-    threads: int | None = None
-    patches_run: int = 0
-    patches_skipped: int = 0
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    warnings: list[str] = field(default_factory=list)
-    consistency: dict | None = None
-    uncertainty: dict | None = None
-    ood: dict | None = None
-    reference: dict | None = None
-    adapt: dict | None = None
-
-    def to_dict(self) -> dict:
-        """A JSON-ready copy (plain lists, floats and strings).
-
-        Example:
-            >>> r = UpscaleReport(None, [2, 2, 2], [2.0] * 3, [4, 4, 4], [1.0] * 3,
-            ...                   np.eye(4).tolist(), "spline", 3, True, 1)
-            >>> r.to_dict()["timings"]["read"]
-            0.0
-        """
-        return _jsonable(dataclasses.asdict(self))
-
-
-class _UpscaleTuple(NamedTuple):
-    data: np.ndarray
-    affine: np.ndarray
-    report: UpscaleReport
-
-
-class UpscaleResult(_UpscaleTuple):
-    """Output of :func:`upscale_volume`: unpacks as ``data, affine, report``.
-
-    ``std`` holds the voxel-wise standard deviation of the flip ensemble
-    (same shape as ``data``) when ``uncertainty=True``, else ``None``.
-    """
-
-    std: np.ndarray | None = None
-
-    @classmethod
-    def with_std(cls, data: np.ndarray, affine: np.ndarray, report: UpscaleReport,
-                 std: np.ndarray | None) -> UpscaleResult:
-        """A result carrying the std map."""
-        result = cls(data, affine, report)
-        result.std = std
-        return result
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types, NaN and Inf kept (:func:`mrisr.io.writer.jsonable`)."""
-    from mrisr.io.writer import jsonable
-
-    return jsonable(obj, finite=False)
-
-
-def check_spacing_args(spacing: float | Sequence[float] | None,
-                       factor: float | Sequence[float] | None) -> None:
-    """Check that exactly one of ``spacing``/``factor`` is given, with valid values.
-
-    Runs before any file is read, so bad values fail fast.
-
-    Raises:
-        MrisrError: neither or both given; GeometryError for a wrong count or a
-            value that is zero, negative or not finite.
-
-    Example:
-        >>> check_spacing_args(1.0, None)
-        >>> check_spacing_args(None, None)
-        Traceback (most recent call last):
-        ...
-        mrisr.errors.MrisrError: give exactly one of spacing (target voxel size in mm) or factor (e.g. 2), not neither
-    """
-    if (spacing is None) == (factor is None):
-        which = "neither" if spacing is None else "both"
-        raise MrisrError(f"give exactly one of spacing (target voxel size in mm) or factor (e.g. 2), not {which}")
-    if spacing is not None:
-        parse_spacing(spacing, "spacing")
-    else:
-        parse_spacing(factor, "factor")  # type: ignore[arg-type]
-
-
-def plan_grid(affine: np.ndarray, shape: Sequence[int], *, spacing: float | Sequence[float] | None = None,
-              factor: float | Sequence[float] | None = None,
-              max_voxels: int = DEFAULT_MAX_VOXELS) -> TargetGrid:
-    """The output grid for an image, from a target ``spacing`` or a ``factor``.
-
-    Args:
-        affine: Input affine.
-        shape: Input shape (the first three values are used).
-        spacing: Target voxel size(s) in mm (1 or 3 values).
-        factor: Divide the voxel sizes by this (1 or 3 values; 2 halves them).
-        max_voxels: Refuse outputs with more voxels than this.
-
-    Raises:
-        MrisrError: bad arguments, or a grid above ``max_voxels``.
-
-    Example:
-        >>> plan_grid(np.diag([1.0, 1.0, 3.0, 1.0]), (8, 8, 4), factor=[1, 1, 3]).shape
-        (8, 8, 12)
-    """
-    check_spacing_args(spacing, factor)
-    target = spacing if spacing is not None else spacing_from_factor(affine, factor)  # type: ignore[arg-type]
-    return target_grid(affine, shape[:3], target, max_voxels=max_voxels)
-
-
-def resolve_method(method: str | None, model: Any = None, guided: bool = False) -> tuple[str, Any]:
-    """Choose the method and the model to use.
-
-    ``method=None`` means ``"cnn"`` when a model is given or a default model
-    ships, else ``"spline"``. With ``guided`` (a reference was given) the
-    method is ``"cnn"`` and the model, unless given, the first shipped
-    guided model.
-
-    Returns:
-        ``(method, model)``: ``model`` is what was given, or the default
-        (guided) model's name for ``"cnn"``; ``None`` for ``"spline"``.
-
-    Raises:
-        MrisrError: an unknown method, ``"cnn"`` with no model available, a
-            model or a reference given together with ``"spline"``.
-        ModelError: a reference without a model when no guided model ships.
-
-    Example:
-        >>> resolve_method("spline")
-        ('spline', None)
-    """
-    if method is not None:
-        look_up_option(method, METHODS, "method")
-    if method == "spline":
-        if model is not None:
-            raise MrisrError(f"a model was given ({_model_label(model)}) but the method is 'spline'; "
-                             "drop the model or use method 'cnn'")
-        if guided:
-            raise MrisrError("a reference was given but the method is 'spline', which cannot use it (only a guided "
-                             "network does); drop the reference or use method 'cnn'")
-        return "spline", None
-    if model is not None:
-        return "cnn", model
-    if guided:
-        return "cnn", _default_guided_model()
-    from mrisr.inference.registry import default_model_name
-
-    default = default_model_name()
-    if default is not None:
-        return "cnn", default
-    if method == "cnn":
-        raise MrisrError("method 'cnn' needs a model, but no default model ships with this installation; "
-                         "name one (a model folder or its card.json) or use method 'spline'")
-    return "spline", None
-
-
-def _default_guided_model() -> str:
-    from mrisr.errors import ModelError
-    from mrisr.inference.registry import guided_model_names
-
-    names = guided_model_names()
-    if not names:
-        raise ModelError("no guided model ships with this installation; pass --model (model= in Python): a model "
-                         "folder whose card has architecture params in_channels 2")
-    return names[0]
-
-
-def check_guide_args(guided: bool, register: str | None, ensemble: str | None) -> str:
-    """Validate the reference options; returns the registration to run (``"none"`` or ``"rigid"``).
-
-    Raises:
-        MrisrError: an unknown registration, registration without a
-            reference, or a reference with the flip ensemble.
-
-    Example:
-        >>> check_guide_args(True, None, None)
-        'none'
-        >>> check_guide_args(False, "rigid", None)
-        Traceback (most recent call last):
-        ...
-        mrisr.errors.MrisrError: register 'rigid' aligns a reference image to the input, but no reference was given
-    """
-    register = look_up_option("none" if register is None else register, REGISTRATIONS, "register")
-    if register != "none" and not guided:
-        raise MrisrError(f"register {register!r} aligns a reference image to the input, but no reference was given")
-    if guided and ensemble is not None:
-        raise MrisrError("the flip ensemble (uncertainty, ensemble) does not take a reference yet; "
-                         "drop one of them")
-    return register
-
-
-def _model_label(model: Any) -> str:
-    return str(getattr(model, "name", model))
-
-
-def load_model_once(model: Any) -> Any:
-    """A :class:`~mrisr.inference.model_card.LoadedModel` for a name, a path or a loaded model.
-
-    Batch callers load the model once and pass the result to every
-    :func:`upscale_volume` call.
-    """
-    if hasattr(model, "network") and hasattr(model, "card"):
-        return model
-    from mrisr.inference.registry import load_model
-
-    return load_model(model)
-
-
-def _check_order(order: int) -> int:
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= int(order) <= 5:
-        raise MrisrError(f"interpolation order must be an integer from 0 to 5, got {order!r}")
-    return int(order)
 
 
 def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = None,
@@ -408,7 +139,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         ((8, 8, 8, 2), 2)
     """
     check_spacing_args(spacing, factor)
-    order = _check_order(order)
+    order = check_order(order)
     method, model = resolve_method(method, model, guided=reference is not None)
     consistency = resolve_consistency(consistency, method)
     ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
@@ -427,7 +158,7 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
 
         loaded = load_model_once(model)
         check_model_channels(loaded, reference is not None)
-        _check_learned(loaded, grid)
+        check_learned(loaded, grid)
         _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
         _check_input(report, data)
         if reference is not None:
@@ -440,45 +171,8 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
 
 
-def resolve_consistency(consistency: bool | None, method: str) -> bool:
-    """Whether the consistency projection runs: as given, or by default with the network only.
-
-    The default follows a measurement on real heads (docs/trust.md): with the network it adds 0.13 to
-    0.73 dB on every row measured; the spline alone is left as the plain interpolation.
-
-    Example:
-        >>> resolve_consistency(None, "cnn"), resolve_consistency(None, "spline"), resolve_consistency(False, "cnn")
-        (True, False, False)
-    """
-    return method == "cnn" if consistency is None else bool(consistency)
-
-
 #: Share of the progress bar that per-scan adaptation takes.
 ADAPT_SHARE = 0.5
-
-
-def check_adapt_args(adapt: Any, method: str, guided: bool) -> Any:
-    """``adapt`` as :class:`~mrisr.inference.adapt.AdaptOptions` (seconds or options given), or None.
-
-    Raises:
-        MrisrError: adaptation with ``method="spline"`` or with a reference, or a bad time budget.
-
-    Example:
-        >>> check_adapt_args(None, "cnn", False) is None
-        True
-        >>> check_adapt_args(30, "cnn", False).seconds
-        30.0
-    """
-    if adapt is None or adapt is False:
-        return None
-    from mrisr.inference.adapt import AdaptOptions
-
-    if method != "cnn":
-        raise MrisrError("--adapt fine-tunes the network: it needs --method cnn")
-    if guided:
-        raise MrisrError("--adapt does not take a reference yet: the internal pairs are made from the input "
-                         "alone, with no second scan to pair with (run the guided model without --adapt)")
-    return adapt if isinstance(adapt, AdaptOptions) else AdaptOptions(seconds=adapt)
 
 
 def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: UpscaleReport,
@@ -499,42 +193,6 @@ def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: U
     rest = None if progress is None else (lambda done, total: progress(ADAPT_SHARE * total
                                                                         + (1 - ADAPT_SHARE) * done, total))
     return adapted, rest
-
-
-def _check_learned(loaded: Any, grid: TargetGrid) -> None:
-    """Refuse what a learned-upsampling model cannot do: factors below its scale in every order of the axes."""
-    from mrisr.inference.upsampling import placement, upsampling_scale
-
-    scale = upsampling_scale(loaded.network)
-    if scale is None:
-        return
-    placement(scale, [1.0 / r for r in grid.ratios], f"model {loaded.name!r}")
-
-
-def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncertainty: bool,
-                     ensemble: str | None) -> str | None:
-    """Validate the consistency and ensemble options; returns the combine rule to run (or None).
-
-    Raises:
-        MrisrError: an unknown PSF or combine rule, or the flip ensemble
-            without the network.
-
-    Example:
-        >>> check_trust_args("cnn", False, "box", True, None)
-        'mean'
-    """
-    from mrisr.inference.ensemble import COMBINES
-    from mrisr.trust.consistency import PSF_CHOICES
-
-    look_up_option(consistency_psf, PSF_CHOICES, "consistency psf")
-    if ensemble is not None:
-        look_up_option(ensemble, COMBINES, "ensemble")
-    if uncertainty and ensemble is None:
-        ensemble = "mean"
-    if ensemble is not None and method != "cnn":
-        what = "uncertainty" if uncertainty else "the flip ensemble"
-        raise MrisrError(f"{what} needs the network (method 'cnn'); the method is {method!r}")
-    return ensemble
 
 
 def _guide(volume: Volume, grid: TargetGrid, reference: Any, register: str, report: UpscaleReport) -> np.ndarray:
@@ -763,7 +421,7 @@ def _merge_stats(report: UpscaleReport, stats: Any) -> None:
     for name in ("device", "precision", "patch_size", "batch_size", "halo", "threads"):
         value = getattr(stats, name, None)
         if value is not None:
-            setattr(report, name, _jsonable(value))
+            setattr(report, name, jsonable_keep_nan(value))
     skipped = int(getattr(stats, "n_skipped", 0) or 0)
     report.patches_run += int(getattr(stats, "n_patches", 0) or 0) - skipped
     report.patches_skipped += skipped
@@ -908,7 +566,7 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
         ((10, 10, 15), [1.0, 1.0, 1.0])
     """
     check_spacing_args(spacing, factor)
-    _check_order(order)
+    check_order(order)
     guided = reference is not None
     resolved = resolve_method(method, model, guided=guided)[0]
     check_guide_args(guided, register, check_trust_args(  # fail on a bad method or option before reading anything
