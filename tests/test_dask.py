@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from mrisr.cli.app import app
 from mrisr.errors import MrisrError
 from mrisr.pipeline import distributed
-from mrisr.pipeline.batch import BatchSettings, plan_batch
 from mrisr.pipeline.distributed import parse_scheduler, run_on_worker
+from mrisr.pipeline.jobs import plan_batch
+from mrisr.pipeline.settings import BatchSettings
 from test_jobs import inputs, tiny_model  # noqa: F401 - the fixtures of the --jobs tests
 
 VOLATILE = ("seconds", "timings", "output", "sidecar", "threads")

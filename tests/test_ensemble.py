@@ -118,7 +118,7 @@ def test_cli_uncertainty_writes_the_std_map_beside_the_output(tmp_path):
 
     from mrisr.cli.app import app
     from mrisr.inference.model_card import save_model
-    from mrisr.pipeline.batch import expand_inputs
+    from mrisr.pipeline.jobs import expand_inputs
 
     folder = tmp_path / "tiny"
     save_model(_model().network, folder, name="tiny",

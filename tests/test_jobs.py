@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.pipeline import batch
-from mrisr.pipeline.batch import BatchSettings, iter_jobs, plan_batch, run_jobs, threads_per_job
+from mrisr.pipeline.batch import iter_jobs, run_jobs, threads_per_job
+from mrisr.pipeline.jobs import plan_batch
+from mrisr.pipeline.settings import BatchSettings
 
 RNG = np.random.default_rng(11)
 TRAINING = {"data": "none", "licence": "none", "degradations": [], "input_spacing_mm": [1.0, 6.0],

@@ -368,7 +368,9 @@ def test_header_geometry_matches_the_reader_and_refuses_like_it(tmp_path, caplog
 
 def test_preflight_refuses_a_too_large_grid_and_leaves_bad_headers_to_the_reader(tmp_path):
     from mrisr.errors import GeometryError, GridTooLargeError
-    from mrisr.pipeline.batch import BatchSettings, Job, preflight
+    from mrisr.pipeline.batch import preflight
+    from mrisr.pipeline.jobs import Job
+    from mrisr.pipeline.settings import BatchSettings
 
     good, zero = good_input(tmp_path), _zero_sform(tmp_path)
     jobs = [Job(zero, tmp_path / "z_sr.nii.gz"), Job(good, tmp_path / "g_sr.nii.gz")]

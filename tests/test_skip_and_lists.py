@@ -13,14 +13,8 @@ from typer.testing import CliRunner
 
 from mrisr.cli.app import app
 from mrisr.errors import MrisrError
-from mrisr.pipeline.batch import (
-    BatchSettings,
-    expand_inputs,
-    output_settings,
-    plan_batch,
-    read_input_list,
-    settings_fingerprint,
-)
+from mrisr.pipeline.jobs import expand_inputs, plan_batch, read_input_list
+from mrisr.pipeline.settings import BatchSettings, output_settings, settings_fingerprint
 
 
 def _save(path: Path, seed: int = 0) -> None:

@@ -128,8 +128,9 @@ def bids(
     --participant_label works too. Exit codes as mrisr upscale; docs/bids.md.
     """
     from mrisr.errors import MrisrError, look_up_option
-    from mrisr.pipeline.batch import BatchSettings, parse_shard
     from mrisr.pipeline.bids import LEVELS, check_dataset, find_anat, parse_labels
+    from mrisr.pipeline.jobs import parse_shard
+    from mrisr.pipeline.settings import BatchSettings
 
     console = err_console()
     try:
@@ -162,8 +163,9 @@ def bids(
 
 
 def _plan(images: list, root: Path, output_dir: Path, settings: Any, shard: tuple[int, int] | None) -> tuple:
-    from mrisr.pipeline.batch import preflight, prepare_jobs, prepare_model
+    from mrisr.pipeline.batch import preflight, prepare_model
     from mrisr.pipeline.bids import bids_jobs, write_description
+    from mrisr.pipeline.jobs import prepare_jobs
 
     jobs = prepare_jobs(bids_jobs(images, root, output_dir), shard=shard, force=settings.force, settings=settings)
     if not any(j.status == "pending" for j in jobs):

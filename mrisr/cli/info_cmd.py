@@ -12,7 +12,7 @@ Examples::
     mrisr info dicom/          # a folder of DICOM series folders (or of images): each one
 
 A folder holding several inputs (what ``mrisr upscale`` would process, see
-:func:`mrisr.pipeline.batch.expand_inputs`) is described input by input: text blocks
+:func:`mrisr.pipeline.jobs.expand_inputs`) is described input by input: text blocks
 separated by a blank line, or with ``--json`` one JSON object per line.
 """
 
@@ -216,6 +216,6 @@ def _inputs_of(path: Path) -> list[Path]:
     """The path itself, or for a folder that is not one DICOM series the inputs it holds (as upscale finds them)."""
     if not path.is_dir():
         return [path]
-    from mrisr.pipeline.batch import expand_inputs
+    from mrisr.pipeline.jobs import expand_inputs
 
     return expand_inputs([path])

@@ -200,7 +200,8 @@ def upscale(
     some input failed, 2 usage error. More in docs/cli.md.
     """
     from mrisr.errors import MrisrError
-    from mrisr.pipeline.batch import BatchSettings, parse_shard
+    from mrisr.pipeline.jobs import parse_shard
+    from mrisr.pipeline.settings import BatchSettings
 
     console = err_console()
     try:
@@ -251,7 +252,7 @@ def check_dask(scheduler: str | None, n_jobs: int) -> None:
 def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -> list[Path]:
     """Add the paths of ``--inputs-from`` and the shipped sample for ``--demo``; refuse an empty input list."""
     from mrisr.errors import MrisrError
-    from mrisr.pipeline.batch import read_input_list
+    from mrisr.pipeline.jobs import read_input_list
 
     if inputs_from is not None:
         inputs += read_input_list(inputs_from)
@@ -304,7 +305,8 @@ def _check_reference_options(settings: Any) -> None:
 
 def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Path | None, suffix: str,
           shard: tuple[int, int] | None) -> tuple[list, Any]:
-    from mrisr.pipeline.batch import ensure_dataset_description, plan_batch, preflight, prepare_model
+    from mrisr.pipeline.batch import ensure_dataset_description, preflight, prepare_model
+    from mrisr.pipeline.jobs import plan_batch
 
     if settings.reference is not None:
         _check_one_input(inputs)
@@ -322,7 +324,7 @@ def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Pa
 def _check_one_input(inputs: list[Path]) -> None:
     """--reference belongs to one head: refuse several inputs."""
     from mrisr.errors import MrisrError
-    from mrisr.pipeline.batch import expand_inputs
+    from mrisr.pipeline.jobs import expand_inputs
 
     found = expand_inputs(inputs)
     if len(found) != 1:
@@ -335,7 +337,8 @@ def run_batch(jobs: list, settings: Any, loaded: Any, console: Any, *, quiet: bo
     """Run the jobs (``n_jobs`` at once, or on the Dask ``scheduler``); errors, lines and records come out in
     input order."""
     from mrisr.errors import MrisrError
-    from mrisr.pipeline.batch import exit_code, iter_jobs, make_record
+    from mrisr.pipeline.batch import iter_jobs
+    from mrisr.pipeline.records import exit_code, make_record
 
     # Live bars redraw the terminal: with --json on a terminal stdout they would interleave with the
     # records, so the progress then falls back to one line per input (on stderr, like the bars).
@@ -465,7 +468,7 @@ def _shape(job: Any) -> str:
 def _print_summary(jobs: list, console: Any) -> None:
     from rich.table import Table
 
-    from mrisr.pipeline.batch import summarise
+    from mrisr.pipeline.records import summarise
 
     table = Table(title=None, show_edge=False, pad_edge=False)
     for col in ("input", "output", "status", "shape", "time"):

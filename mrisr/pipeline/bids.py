@@ -253,8 +253,8 @@ def _read_json(path: Path) -> dict:
 
 
 def bids_jobs(images: Sequence[AnatImage], bids_dir: str | Path, output_dir: str | Path) -> list:
-    """One :class:`mrisr.pipeline.batch.Job` per image, its sidecar carrying the source's metadata and ``Sources``."""
-    from mrisr.pipeline.batch import Job
+    """One :class:`mrisr.pipeline.jobs.Job` per image, its sidecar carrying the source's metadata and ``Sources``."""
+    from mrisr.pipeline.jobs import Job
 
     jobs = []
     for image in images:

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.errors import MrisrError
-from mrisr.pipeline.batch import BatchSettings, Job, prepare_model, run_job, threads_per_job
+from mrisr.pipeline.batch import prepare_model, run_job, threads_per_job
+from mrisr.pipeline.jobs import Job
+from mrisr.pipeline.settings import BatchSettings
 
 #: Seconds to wait for a scheduler (or a LocalCluster) before giving up.
 CONNECT_TIMEOUT = 30
@@ -103,7 +105,7 @@ def _portable_settings(settings: BatchSettings, n_workers: int | None) -> BatchS
 
 def run_on_worker(job: Job, settings: BatchSettings) -> Job:
     """Run one job in a worker process with the model it loaded once (what the cluster calls)."""
-    from mrisr.pipeline.batch import output_settings, settings_fingerprint
+    from mrisr.pipeline.settings import output_settings, settings_fingerprint
 
     model = None
     if settings.method == "cnn":
@@ -156,7 +158,7 @@ def iter_jobs_dask(jobs: Iterable[Job], settings: BatchSettings, scheduler: str,
 
 def _take(job: Job, future: Any) -> None:
     """Copy the worker's outcome onto the local job (whose paths stay as the user typed them)."""
-    from mrisr.pipeline.batch import make_record
+    from mrisr.pipeline.records import make_record
 
     try:
         done: Job = future.result()
