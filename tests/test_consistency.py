@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrisr.acquisition.degrade import PSFS, degrade
+from mrisr.acquisition.degrade import degrade
+from mrisr.acquisition.psf import PSFS
 from mrisr.errors import MrisrError
 from mrisr.geometry.grid import target_grid
 from mrisr.geometry.resample import resample_to_grid

@@ -10,7 +10,8 @@ import pytest
 from scipy import integrate, ndimage
 from scipy.stats import norm
 
-from mrisr.acquisition.degrade import SLICE_EDGE, degrade
+from mrisr.acquisition.degrade import degrade
+from mrisr.acquisition.psf import SLICE_EDGE
 from mrisr.errors import GeometryError, MrisrError
 from mrisr.geometry.grid import target_grid, voxel_sizes
 from mrisr.geometry.resample import resample_to_grid

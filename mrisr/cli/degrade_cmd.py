@@ -41,7 +41,7 @@ def _check_options(spacing: str, psf: str, fwhm: str | None, noise: float) -> tu
     """Validate the options (usage errors) and return ``(spacing, fwhm)`` tuples."""
     import math
 
-    from mrisr.acquisition.degrade import PSFS
+    from mrisr.acquisition.psf import PSFS
     from mrisr.errors import MrisrError, look_up_option
     from mrisr.geometry.grid import parse_spacing
 

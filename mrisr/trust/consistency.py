@@ -28,7 +28,7 @@ Two things make the exact projection unsafe on real inputs, and
   output to explain the input through the wrong blur (a box projection of a
   k-space-truncated input loses dB). With ``psf="auto"`` (the default),
   :func:`select_psf` simulates the acquisition of the output with every PSF
-  of :data:`mrisr.acquisition.degrade.PSFS` and keeps the one under which it best
+  of :data:`mrisr.acquisition.psf.PSFS` and keeps the one under which it best
   explains the input (smallest consistency error).
 - **The input is noisy.** Being exactly consistent with a noisy input means
   reproducing its noise. The residual ``r = y - A x`` is then the input's
@@ -49,7 +49,7 @@ input coordinate ``c0 + r j``; so input voxel ``i`` sits at output coordinate
 ``(i - c0) / r`` and spans ``1 / r`` output voxels. :func:`input_grid` states
 that inverse map as a :class:`~mrisr.geometry.grid.TargetGrid` of the input seen
 from the output, and :func:`acquisition_operators` feeds it to
-:func:`mrisr.acquisition.degrade.axis_operators`: when the factor divides the shape
+:func:`mrisr.acquisition.psf.axis_operators`: when the factor divides the shape
 the matrices are exactly those :func:`mrisr.acquisition.degrade.degrade` applies to
 the output to simulate the input.
 
@@ -76,7 +76,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from mrisr.acquisition.degrade import PSFS, axis_operators
+from mrisr.acquisition.psf import PSFS, axis_operators
 from mrisr.errors import MrisrError, look_up_option
 from mrisr.geometry.grid import TargetGrid, voxel_sizes
 from mrisr.trust.ood import noise_sigma
@@ -223,7 +223,7 @@ def select_psf(grid: TargetGrid, input_shape: Sequence[int], y: np.ndarray, x: n
         input_shape: The input's spatial shape.
         y: The input volume (3D).
         x: An output-grid volume (the network result, or the spline).
-        candidates: PSFs to try (default: all of :data:`mrisr.acquisition.degrade.PSFS`).
+        candidates: PSFs to try (default: all of :data:`mrisr.acquisition.psf.PSFS`).
 
     Returns:
         ``(psf, errors)``: the chosen PSF and every candidate's consistency
