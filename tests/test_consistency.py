@@ -9,10 +9,10 @@ import pytest
 from scipy import ndimage
 
 from mrisr.acquisition.degrade import degrade
-from mrisr.acquisition.psf import PSFS
 from mrisr.errors import MrisrError
 from mrisr.geometry.grid import target_grid
 from mrisr.geometry.resample import resample_to_grid
+from mrisr.options import PSFS
 from mrisr.pipeline import upscale as pipeline
 from mrisr.trust.consistency import (
     NOISE_FACTOR,

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mrisr.acquisition.psf import PSFS, axis_operators
+from mrisr.acquisition.psf import axis_operators
 from mrisr.errors import GeometryError, look_up_option
 from mrisr.geometry.grid import parse_spacing, target_grid
 from mrisr.inference.intensity import robust_scale
+from mrisr.options import PSFS
 
 
 def _apply_axis(data: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:

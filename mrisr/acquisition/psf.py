@@ -30,8 +30,6 @@ from scipy.special import ndtr
 from mrisr.geometry.grid import TargetGrid
 from mrisr.geometry.resample import reflect_index
 
-#: The acquisitions ``degrade``, ``--psf`` and the consistency projection know (see the module doc).
-PSFS = ("box", "gaussian", "kspace", "slice")
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Width of the Gaussian edge of the ``slice`` profile, as a fraction of the slice thickness.
 SLICE_EDGE = 0.15

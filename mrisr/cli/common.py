@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -119,6 +119,19 @@ def join_list_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
 
 
 #: ``-h`` as well as ``--help`` on every command (the root's context settings are inherited).
+def choices(table: tuple[str, ...]) -> Any:
+    """The type of an option that takes one value of ``table``: Typer offers exactly those (a ``click.Choice``).
+
+    The option sets are defined once (:mod:`mrisr.options`); the command line reads them from there instead of
+    spelling them out again as ``Literal[...]``.
+
+    Example:
+        >>> choices(("mean", "median"))
+        typing.Literal['mean', 'median']
+    """
+    return Literal[table]  # Literal[("a", "b")] is Literal["a", "b"]
+
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 

@@ -25,6 +25,7 @@ from mrisr.cli.common import (
     print_error,
     usage_error,
 )
+from mrisr.options import PSFS
 
 #: The shared multi-value options plus ``--fwhm`` (1 or 3 numbers after one flag).
 DEGRADE_MULTI_VALUE_OPTIONS = {**MULTI_VALUE_OPTIONS, "--fwhm": 3}
@@ -41,7 +42,6 @@ def _check_options(spacing: str, psf: str, fwhm: str | None, noise: float) -> tu
     """Validate the options (usage errors) and return ``(spacing, fwhm)`` tuples."""
     import math
 
-    from mrisr.acquisition.psf import PSFS
     from mrisr.errors import MrisrError, look_up_option
     from mrisr.geometry.grid import parse_spacing
 

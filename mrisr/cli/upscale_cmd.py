@@ -22,7 +22,7 @@ Examples::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 
@@ -30,6 +30,7 @@ from mrisr.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     MultiValueCommand,
+    choices,
     err_console,
     parse_numbers,
     print_error,
@@ -37,9 +38,20 @@ from mrisr.cli.common import (
     print_warning,
     usage_error,
 )
+from mrisr.options import CLI_DTYPES, COMBINES, METHODS, OUTPUT_SUFFIXES, PRECISIONS, PSF_CHOICES, REGISTRATIONS
 
 #: Command class: ``--spacing``/``--factor`` take 1 or 3 space-separated numbers.
 UpscaleCommand = MultiValueCommand
+
+if TYPE_CHECKING:  # to the type checker these options are strings; to Typer, choices of the tables
+    Method: TypeAlias = str
+    Combine: TypeAlias = str
+    OutputDtype: TypeAlias = str
+    Suffix: TypeAlias = str
+    ConsistencyPsf: TypeAlias = str
+else:
+    Method, Combine, OutputDtype = choices(METHODS), choices(COMBINES), choices(CLI_DTYPES)
+    Suffix, ConsistencyPsf = choices(OUTPUT_SUFFIXES), choices(PSF_CHOICES)
 
 _SPACING_HELP = "Target voxel size in mm: one value or three, per voxel axis (--spacing 1 1 3)."
 _FACTOR_HELP = "Divide the voxel sizes by this: one value or three (--factor 1 1 3)."
@@ -76,7 +88,7 @@ OrderOpt = Annotated[int, typer.Option(
     help="B-spline order (0 nearest, 1 linear, 3 cubic).")]
 AntialiasOpt = Annotated[bool, typer.Option(
     "--antialias/--no-antialias", rich_help_panel=GRID, help="Smooth axes made coarser before sampling.")]
-MethodOpt = Annotated[Literal["cnn", "spline"] | None, typer.Option(
+MethodOpt = Annotated[Method | None, typer.Option(
     "--method", show_default=False, rich_help_panel=MODEL,
     help="cnn (spline + network) or spline only. Default: cnn when a model ships.")]
 ModelOpt = Annotated[str | None, typer.Option(
@@ -86,7 +98,7 @@ ReferenceOpt = Annotated[Path | None, typer.Option(
     "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
     help="A finer scan of the same head (e.g. a 1 mm T1) for a guided model; one input only.")]
 RegisterOpt = Annotated[str, typer.Option(
-    "--register", metavar="none|rigid", rich_help_panel=MODEL,
+    "--register", metavar="|".join(REGISTRATIONS), rich_help_panel=MODEL,
     help="Align --reference to the input first (rigid) or trust the headers (none).")]
 QcOpt = Annotated[bool, typer.Option(
     "--qc", rich_help_panel=TRUST,
@@ -98,7 +110,7 @@ ConsistencyOpt = Annotated[bool | None, typer.Option(
 UncertaintyOpt = Annotated[bool, typer.Option(
     "--uncertainty", rich_help_panel=TRUST,
     help="Run the 8 flips of the volume and write their std map <output stem>_std.nii.gz (8x slower).")]
-EnsembleOpt = Annotated[Literal["mean", "median"] | None, typer.Option(
+EnsembleOpt = Annotated[Combine | None, typer.Option(
     "--ensemble", show_default=False, rich_help_panel=TRUST,
     help="Combine the 8 flips by mean or median (alone: no std map). Default: mean with --uncertainty.")]
 AdaptOpt = Annotated[bool, typer.Option(
@@ -124,7 +136,7 @@ DaskSchedulerOpt = Annotated[str | None, typer.Option(
 DeviceOpt = Annotated[str, typer.Option(
     "--device", metavar="DEVICE", rich_help_panel=PERF, help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", metavar="auto|fp32|bf16|fp16", rich_help_panel=PERF, help="Arithmetic of the network.")]
+    "--precision", metavar="|".join(PRECISIONS), rich_help_panel=PERF, help="Arithmetic of the network.")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, metavar="N", show_default=False, rich_help_panel=PERF,
     help="CPU threads for the network.")]
@@ -137,16 +149,16 @@ BatchSizeOpt = Annotated[int | None, typer.Option(
 SeriesOpt = Annotated[str | None, typer.Option(
     "--series", metavar="UID", show_default=False, rich_help_panel=RARE,
     help="DICOM series UID when a folder holds several.")]
-DtypeOpt = Annotated[Literal["float32", "input"], typer.Option(
-    "--dtype", metavar="float32|input", rich_help_panel=RARE,
+DtypeOpt = Annotated[OutputDtype, typer.Option(
+    "--dtype", metavar="|".join(CLI_DTYPES), rich_help_panel=RARE,
     help="Output type: float32, or the input's (rounded, clipped).")]
-SuffixOpt = Annotated[Literal[".nii.gz", ".nii"], typer.Option(
+SuffixOpt = Annotated[Suffix, typer.Option(
     "--suffix", metavar="EXT", rich_help_panel=RARE, help="Extension of generated names: .nii.gz or .nii.")]
 NanToNumOpt = Annotated[bool, typer.Option(
     "--nan-to-num", rich_help_panel=RARE, help="Replace NaN/Inf input values with 0.")]
 AllowUnevenOpt = Annotated[bool, typer.Option(
     "--allow-uneven", rich_help_panel=RARE, help="Accept DICOM slices with uneven spacing.")]
-ConsistencyPsfOpt = Annotated[Literal["auto", "box", "gaussian", "kspace", "slice"], typer.Option(
+ConsistencyPsfOpt = Annotated[ConsistencyPsf, typer.Option(
     "--consistency-psf", metavar="PSF", rich_help_panel=RARE,
     help="PSF of --consistency: auto (the one that best explains the input), box, gaussian, kspace or slice.")]
 
@@ -289,7 +301,6 @@ def check_settings(settings: Any) -> None:
 def _check_reference_options(settings: Any) -> None:
     """--register's value, --register without --reference, a missing reference (named as typed)."""
     from mrisr.errors import MrisrError, look_up_option
-    from mrisr.pipeline.checks import REGISTRATIONS
 
     look_up_option(settings.register, REGISTRATIONS, "--register value")
     if settings.reference is None:

@@ -23,9 +23,8 @@ from collections.abc import Iterator
 import torch
 
 from mrisr.errors import MrisrError, look_up_option
+from mrisr.options import DEVICES, PRECISIONS
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Upper bound of the CPU memory budget for one batch (bytes).

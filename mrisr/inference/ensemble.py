@@ -36,9 +36,8 @@ from typing import Any
 import numpy as np
 
 from mrisr.errors import MrisrError, look_up_option
+from mrisr.options import COMBINES
 
-#: How the 8 passes are combined.
-COMBINES = ("mean", "median")
 #: The 8 flips: for each voxel axis, whether it is reversed (the identity first).
 FLIPS: tuple[tuple[bool, ...], ...] = tuple(itertools.product((False, True), repeat=3))
 #: Suffix of the uncertainty map beside an output.

@@ -27,14 +27,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrisr.options import OUTPUT_SUFFIXES
+
 #: Extensions recognised as NIfTI (longest first).
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Image files a folder is searched for (what :func:`mrisr.io.read.load_volume` reads besides DICOM).
 IMAGE_EXTENSIONS = NIFTI_EXTENSIONS + (".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Extensions stripped from input names (images and single DICOM files).
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + (".dcm", ".ima")
-#: Output suffixes the writer accepts.
-OUTPUT_SUFFIXES = (".nii.gz", ".nii")
 #: Tag of plain (non-BIDS) outputs.
 PLAIN_TAG = "_sr"
 #: The ``desc`` label of BIDS outputs.

@@ -55,12 +55,9 @@ import numpy as np
 from mrisr.errors import MrisrError, OutputError, look_up_option
 from mrisr.geometry.grid import check_affine
 from mrisr.io.nifti import has_shear, nifti_affine
+from mrisr.options import DTYPES, OUTPUT_SUFFIXES
 from mrisr.volume import Volume
 
-#: Output suffixes save_volume accepts.
-OUTPUT_SUFFIXES = (".nii.gz", ".nii")
-#: Values of ``dtype`` save_volume accepts.
-DTYPES = ("float32", "float64", "input", "uint8", "int8", "int16", "uint16", "int32", "uint32")
 #: gzip level of ``.nii.gz`` outputs (nibabel's default: fast, float data barely compresses).
 GZIP_LEVEL = 1
 #: Largest size of a NIfTI-1 dimension; bigger outputs are written as NIfTI-2.

@@ -38,14 +38,8 @@ from mrisr import __version__
 from mrisr.errors import MrisrError, OutputError
 from mrisr.inference.ensemble import std_path
 from mrisr.inference.model_card import file_sha256
-from mrisr.io.naming import (
-    dataset_description,
-    is_nifti_name,
-)
-from mrisr.pipeline.checks import (
-    load_model_once,
-    plan_grid,
-)
+from mrisr.io.naming import dataset_description, is_nifti_name
+from mrisr.pipeline.checks import load_model_once, plan_grid
 from mrisr.pipeline.jobs import Job, fail_job, make_output_dir
 from mrisr.pipeline.records import absolute_path, make_record
 from mrisr.pipeline.report import UpscaleReport

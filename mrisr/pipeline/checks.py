@@ -13,18 +13,15 @@ import numpy as np
 
 from mrisr.errors import MrisrError, look_up_option
 from mrisr.geometry.grid import DEFAULT_MAX_VOXELS, TargetGrid, parse_spacing, spacing_from_factor, target_grid
+from mrisr.options import COMBINES, METHODS, PSF_CHOICES, REGISTRATIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
 
 
-#: Processing methods: the bundled network on top of a spline, or the spline alone.
-METHODS = ("cnn", "spline")
 
 
-#: How a reference is aligned to the input: trust the headers, or rigid registration.
-REGISTRATIONS = ("none", "rigid")
 
 
 def check_spacing_args(spacing: float | Sequence[float] | None,
@@ -240,8 +237,6 @@ def check_trust_args(method: str, consistency: bool, consistency_psf: str, uncer
         >>> check_trust_args("cnn", False, "box", True, None)
         'mean'
     """
-    from mrisr.inference.ensemble import COMBINES
-    from mrisr.trust.consistency import PSF_CHOICES
 
     look_up_option(consistency_psf, PSF_CHOICES, "consistency psf")
     if ensemble is not None:

@@ -15,14 +15,8 @@ from typing import Any
 
 from mrisr.errors import InputError, MrisrError, OutputError
 from mrisr.inference.ensemble import STD_SUFFIX
-from mrisr.io.naming import (
-    OUTPUT_SUFFIXES,
-    is_image_name,
-    output_name,
-    output_stem,
-    sidecar_path,
-    split_extension,
-)
+from mrisr.io.naming import is_image_name, output_name, output_stem, sidecar_path, split_extension
+from mrisr.options import OUTPUT_SUFFIXES
 from mrisr.pipeline.records import make_record
 from mrisr.pipeline.settings import BatchSettings, output_settings, settings_changes
 

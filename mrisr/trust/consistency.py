@@ -28,7 +28,7 @@ Two things make the exact projection unsafe on real inputs, and
   output to explain the input through the wrong blur (a box projection of a
   k-space-truncated input loses dB). With ``psf="auto"`` (the default),
   :func:`select_psf` simulates the acquisition of the output with every PSF
-  of :data:`mrisr.acquisition.psf.PSFS` and keeps the one under which it best
+  of :data:`mrisr.options.PSFS` and keeps the one under which it best
   explains the input (smallest consistency error).
 - **The input is noisy.** Being exactly consistent with a noisy input means
   reproducing its noise. The residual ``r = y - A x`` is then the input's
@@ -76,9 +76,10 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from mrisr.acquisition.psf import PSFS, axis_operators
+from mrisr.acquisition.psf import axis_operators
 from mrisr.errors import MrisrError, look_up_option
 from mrisr.geometry.grid import TargetGrid, voxel_sizes
+from mrisr.options import PSF_CHOICES, PSFS
 from mrisr.trust.ood import noise_sigma
 
 #: Singular values below this fraction of the largest are dropped from each
@@ -88,8 +89,6 @@ RCOND = 1e-6
 RANGE_PERCENTILES = (0.5, 99.5)
 #: Largest number of voxels used to estimate the robust range (a strided subsample).
 _MAX_SAMPLES = 2_000_000
-#: Values of ``--consistency-psf``: ``auto`` (:func:`select_psf`) or one PSF of :mod:`mrisr.acquisition.degrade`.
-PSF_CHOICES = ("auto", *PSFS)
 #: A frequency of the residual is left uncorrected when its smoothed power is at most
 #: ``(NOISE_FACTOR * sigma)^2`` (sigma: :func:`residual_noise`). Above 1 because the network
 #: absorbs part of the input's noise, so the residual's sigma reads low (1.0 to 2.0 measured
@@ -223,7 +222,7 @@ def select_psf(grid: TargetGrid, input_shape: Sequence[int], y: np.ndarray, x: n
         input_shape: The input's spatial shape.
         y: The input volume (3D).
         x: An output-grid volume (the network result, or the spline).
-        candidates: PSFs to try (default: all of :data:`mrisr.acquisition.psf.PSFS`).
+        candidates: PSFs to try (default: all of :data:`mrisr.options.PSFS`).
 
     Returns:
         ``(psf, errors)``: the chosen PSF and every candidate's consistency
