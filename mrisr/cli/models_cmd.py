@@ -72,6 +72,8 @@ def _params(arch: dict) -> str:
 TRAINABLE_ARCHS: dict[str, tuple[str, str]] = {
     "recnn": ("interpolated", "Pham et al., Multiscale brain MRI super-resolution using deep 3D "
                               "convolutional networks (ReCNN; mrisr's default)"),
+    "recnn-s2d": ("interpolated", "Pham et al.'s ReCNN on 2x2x2 blocks of voxels (space to depth, Shi et "
+                                  "al.'s sub-pixel layer back): mrisr's fast residual network"),
     "srcnn3d": ("interpolated", "Pham et al., the same paper's 3-layer SRCNN3D baseline"),
     "mdcsrn": ("interpolated", "Chen et al., MRI Super-Resolution with GAN and 3D Multi-Level DenseNet "
                                "(mDCSRN)"),

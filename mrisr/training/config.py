@@ -74,6 +74,11 @@ class DegradationConfig:
     reference_rotation: float = 0.0           # max rigid misregistration, degrees about each axis
     reference_elastic: float = 0.0            # max nonlinear misregistration, HR voxels
     reference_resolution: tuple[float, float] = (1.0, 1.0)  # the reference's own voxel size, HR voxels
+    # The reference's own intensity jitter (None: the target's ``gamma`` / ``scale`` ranges). At inference the
+    # reference is divided by its own scale, as training volumes are at load: ``reference_scale = [1, 1]``
+    # shows the network its intensities exactly as ``mrisr upscale`` will.
+    reference_gamma: tuple[float, float] | None = None
+    reference_scale: tuple[float, float] | None = None
     # Anatomical variety (mrisr.training.augment): with this probability a crop is read through a random warp.
     warp_probability: float = 0.0
     rotation: float = 0.0                      # max degrees about each axis
@@ -112,6 +117,7 @@ class Trainable:
 #: Lyu's generators trained alone get L1 (the content term of their GAN losses).
 TRAINABLES: dict[str, Trainable] = {
     "recnn": Trainable("recnn", "interpolated", "l1"),
+    "recnn-s2d": Trainable("recnn-s2d", "interpolated", "l1"),
     "srcnn3d": Trainable("srcnn3d", "interpolated", "l2"),
     "mdcsrn": Trainable("mdcsrn", "interpolated", "l1"),
     "gan-cpce": Trainable("gan-cpce", "interpolated", "l1"),
