@@ -103,7 +103,9 @@ class ReCNNS2D(nn.Module):
         with torch.no_grad():
             self.unfold.weight.mul_(0.03)
             if self.refine is not None:
-                self.refine[-1].weight.zero_()
+                last = self.refine[-1]
+                assert isinstance(last, nn.Conv3d)  # built above: for the type checker
+                last.weight.zero_()
 
     @property
     def feature_channels(self) -> int:
