@@ -88,3 +88,18 @@ def test_the_v2_candidate_config_loads_with_its_reference_corruptions() -> None:
     assert cfg.data.reference == "t1" and cfg.data.normalisation == "foreground_median"
     assert (d.reference_rotation, d.reference_elastic, tuple(d.reference_resolution)) == (1.15, 0.5, (0.8, 1.2))
     assert cfg.train.threads == 1 and cfg.train.steps == 1800
+
+
+def test_reference_has_its_own_intensity_jitter_and_legacy_configs_share_the_targets() -> None:
+    subj = _subject()
+    subj.reference = subj.image
+    plain = PatchSampler(_cfg(), [subj]).batch(0)  # no jitter anywhere: the reference is the target's crop
+    jittered = {"gamma": [0.7, 1.4], "scale": [0.5, 2.0]}
+    x, y, _ = PatchSampler(_cfg(**jittered, reference_gamma=[1.0, 1.0], reference_scale=[1.0, 1.0]),
+                           [subj]).batch(0)
+    np.testing.assert_array_equal(x[:, 1], plain[1][:, 0])  # same crops, the reference left as read
+    assert not np.allclose(y, plain[1], rtol=0.05)         # while the target was jittered
+    legacy = PatchSampler(_cfg(**jittered), [subj]).batch(0)
+    same = PatchSampler(_cfg(**jittered, reference_gamma=[0.7, 1.4], reference_scale=[0.5, 2.0]), [subj]).batch(0)
+    np.testing.assert_array_equal(legacy[0], same[0])  # None means the target's ranges, draw for draw
+    assert not np.allclose(legacy[0][:, 1], x[:, 1], rtol=0.05)

@@ -151,8 +151,31 @@ class Plan:
 
 def feature_channels(network: nn.Module) -> int:
     """Widest convolution output of ``network`` (for memory estimates)."""
+    own = getattr(network, "feature_channels", None)  # a network whose layers run on coarser lattices says
+    if isinstance(own, int):
+        return own
     widths = [m.out_channels for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
     return max(widths) if widths else 64
+
+
+def network_stride(network: nn.Module) -> int:
+    """Lattice the network's tiles must be aligned to (``network.stride``; 1 for most networks).
+
+    A network that folds blocks of voxels into channels (:class:`~mrisr.archs.s2d.ReCNNS2D`) computes the
+    same function under any tiling only when every window starts at a multiple of its block and has whole
+    blocks: :func:`enhance` aligns its windows, halo and cores to it.
+
+    Example:
+        >>> from mrisr.archs.recnn import ReCNN
+        >>> network_stride(ReCNN(3, 4))
+        1
+    """
+    stride = getattr(network, "stride", 1)
+    return stride if isinstance(stride, int) and stride >= 1 else 1
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def bytes_per_voxel(network: nn.Module, precision: str) -> int:
@@ -199,7 +222,7 @@ def balanced_core(n: int, core: int) -> int:
 
 
 def make_plan(shape: Sequence[int], halo: int, voxel_budget: int, patch_size: int | Sequence[int] | None = None,
-              batch_size: int | None = None) -> Plan:
+              batch_size: int | None = None, stride: int = 1) -> Plan:
     """Choose tiles and batch size for a volume.
 
     Args:
@@ -211,6 +234,8 @@ def make_plan(shape: Sequence[int], halo: int, voxel_budget: int, patch_size: in
             overhead that fits the budget. Cores are balanced, so patches
             may come out smaller than asked.
         batch_size: Patches per call, or ``None`` to fill the budget.
+        stride: Cores and halo are rounded up to multiples of it (:func:`network_stride`); with a
+            ``shape`` of whole multiples too, every window then starts at a multiple of it.
 
     Returns:
         The :class:`Plan`; it blends (with a halo of a quarter of the patch)
@@ -240,6 +265,9 @@ def make_plan(shape: Sequence[int], halo: int, voxel_budget: int, patch_size: in
             side = max(1, int(round(voxel_budget ** (1 / 3))))
             blend, h = True, side // 4
             core = (side - 2 * h,) * 3
+    if stride > 1:
+        h = _round_up(h, stride)
+        core = tuple(_round_up(c, stride) for c in core)  # type: ignore[assignment]
     tiles = plan_tiles(shape, core, h)
     patch_vox = math.prod(tiles[0].shape)
     if batch_size is None:
@@ -469,6 +497,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         network = prepare_network(model.network, dev)
         condition = _condition(network, factors)
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
+        stride = network_stride(network)
         budget = memory_budget(dev) // bytes_per_voxel(network, prec)
         t0 = time.perf_counter()
         head = _head_mask(data, mask, halo, factors, BACKGROUND * scale)
@@ -476,13 +505,18 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         out = np.empty(data.shape, np.float32)
         box = mask_box(head)
         window = _expand(box, halo, data.shape) if box is not None else tuple(slice(0, n) for n in data.shape)
+        window = tuple(slice(w.start - w.start % stride, w.stop) for w in window)  # on the network's lattice
         if window != tuple(slice(0, n) for n in data.shape):
             np.copyto(out, data)  # outside the mask's box (and its context) the input stays
         sub, sub_out, sub_mask = data[window], out[window], head[window]
         guide = None if reference is None else reference[window]
+        whole_blocks = _to_whole_blocks(stride, sub, sub_mask, guide)
+        if whole_blocks is not None:
+            sub, sub_mask, guide = whole_blocks
+            sub_out = np.empty(sub.shape, np.float32)
         retries = 0
         while True:
-            plan = make_plan(sub.shape, halo, budget, sides, batch_size)
+            plan = make_plan(sub.shape, halo, budget, sides, batch_size, stride)
             try:
                 counts = run_tiled(sub, network, plan, scale=scale, device=dev, precision=prec, out=sub_out,
                                    mask=sub_mask, progress=progress, condition=condition, guide=guide,
@@ -498,6 +532,8 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
             empty_cache(dev)
             retries += 1
             sides, batch_size, budget = shrink_plan(plan, sides, budget)
+        if whole_blocks is not None:
+            out[window] = sub_out[tuple(slice(0, w.stop - w.start) for w in window)]
         n_threads = torch.get_num_threads()
     stats = EngineStats(
         device=f"cuda:{torch.cuda.current_device()}" if dev.type == "cuda" and dev.index is None else str(dev),
@@ -508,6 +544,17 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         threads=n_threads, warnings=tuple(_warnings(plan, halo, retries, cpu_bf16_warning(dev, prec))),
         seconds_mask=t_mask, mask_fraction=float(np.count_nonzero(head)) / head.size)
     return out, stats
+
+
+def _to_whole_blocks(stride: int, data: np.ndarray, mask: np.ndarray, guide: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The network's box padded at its far ends to whole blocks of ``stride`` (None if it has them): the
+    last slice repeated, as the network itself pads (so the result is a whole-box pass's), the mask False."""
+    pad = [(0, (-n) % stride) for n in data.shape]
+    if not any(p for _, p in pad):
+        return None
+    grown = np.pad(data, pad, mode="edge")
+    return grown, np.pad(mask, pad), None if guide is None else np.pad(guide, pad, mode="edge")
 
 
 def _head_mask(data: np.ndarray, mask: np.ndarray | None, radius: int, factors: Sequence[float] | None,

@@ -52,6 +52,7 @@ WEIGHTS_FILE = "model.pt"
 #: :func:`architecture_class` so that reading cards never imports torch.
 ARCHITECTURES: dict[str, str] = {
     "recnn": "mrisr.archs.recnn:ReCNN",
+    "recnn-s2d": "mrisr.archs.s2d:ReCNNS2D",
     "srcnn3d": "mrisr.archs.srcnn3d:SRCNN3D",
     "mdcsrn": "mrisr.archs.mdcsrn:MDCSRN",
     "rrlsrn": "mrisr.archs.rrlsrn:RRLSRN",

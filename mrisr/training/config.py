@@ -75,6 +75,11 @@ class DegradationConfig:
     reference_rotation: float = 0.0           # max rigid misregistration, degrees about each axis
     reference_elastic: float = 0.0            # max nonlinear misregistration, HR voxels
     reference_resolution: tuple[float, float] = (1.0, 1.0)  # the reference's own voxel size, HR voxels
+    # The reference's own intensity jitter (None: the target's ``gamma`` / ``scale`` ranges). At inference the
+    # reference is divided by its own scale, as training volumes are at load: ``reference_scale = [1, 1]``
+    # shows the network its intensities exactly as ``mrisr upscale`` will.
+    reference_gamma: tuple[float, float] | None = None
+    reference_scale: tuple[float, float] | None = None
     # Anatomical variety (mrisr.training.augment): with this probability a crop is read through a random warp.
     warp_probability: float = 0.0
     rotation: float = 0.0                      # max degrees about each axis

@@ -353,7 +353,8 @@ class PatchSampler:
             ref = subj.image[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
         if rng.random() < d.bias_probability:
             ref = ref * bias_field(ref.shape, origin, subj.image.shape, d.bias_strength, rng)
-        ref = np.clip(ref, 0, None) ** rng.uniform(*d.gamma) * rng.uniform(*d.scale)
+        gamma, scale = d.reference_gamma or d.gamma, d.reference_scale or d.scale
+        ref = np.clip(ref, 0, None) ** rng.uniform(*gamma) * rng.uniform(*scale)
         if not self._misregistering():
             shift = rng.uniform(-d.reference_shift, d.reference_shift, 3)
             ref = ndimage.shift(ref, shift, order=1, mode="nearest")

@@ -137,9 +137,15 @@ def inplane_cases(volume: np.ndarray, thickness: float, scale: tuple[int, int, i
     """Self-consistency truths of a real thick-slice scan: each in-plane axis
     (0 and 1) thickened to ``thickness`` of its voxels with the slice profile.
 
-    A learned-upsampling network gets the nearest integer factor it was
-    trained for instead (its own ``scale``, moved onto that axis), when the
-    scale is thick along one axis only.
+    A learned-upsampling network gets the integer factor it was trained for
+    instead (its own ``scale``), when the scale is thick along one axis only:
+    the volume is turned so that the in-plane axis lies along the network's
+    thick axis.
+
+    Example:
+        >>> vol = np.zeros((12, 16, 8), np.float32); vol[2:10, 3:13, 2:6] = 1.0
+        >>> [(c.name, c.lr.shape) for c in inplane_cases(vol, 2.4, scale=(1, 1, 4))]
+        [('inplane0-slice', (16, 8, 3)), ('inplane1-slice', (12, 8, 4))]
     """
     hr = np.asarray(volume, np.float32)
     mask = head_mask(hr)
@@ -155,12 +161,14 @@ def inplane_cases(volume: np.ndarray, thickness: float, scale: tuple[int, int, i
             continue
         if sorted(scale)[:2] != [1, 1]:
             continue  # an isotropic specialist has no in-plane truth here
-        s = [1, 1, 1]
-        s[axis] = max(scale)
-        acq = Acquisition(tuple(float(v) for v in s), "slice")  # type: ignore[arg-type]
-        h, m = crop_to_scale(hr, s), crop_to_scale(mask, s)
+        # the network's thick axis is fixed: turn the volume so that this in-plane axis lies along it
+        # (PSNR and SSIM over the whole volume do not depend on the axis order)
+        thick = int(np.argmax(scale))
+        turned, turned_mask = np.moveaxis(hr, axis, thick), np.moveaxis(mask, axis, thick)
+        acq = Acquisition(tuple(float(v) for v in scale), "slice")  # type: ignore[arg-type]
+        h, m = crop_to_scale(turned, scale), crop_to_scale(turned_mask, scale)
         lr = degrade_to_lr(h, acq, np.random.default_rng(1234))
-        inp = resample_to_grid(lr, hr_grid_of_lr(lr.shape, s), order=3)
+        inp = resample_to_grid(lr, hr_grid_of_lr(lr.shape, scale), order=3)
         out.append(ValidationCase(label, "chris_pd_thick", acq, inp, h, m, lr=lr))
     return out
 

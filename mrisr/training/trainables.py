@@ -37,6 +37,9 @@ TRAINABLES: dict[str, Trainable] = {
     "recnn": Trainable("recnn", "interpolated", "l1",
             "Pham et al., Multiscale brain MRI super-resolution using deep 3D convolutional networks "
             "(ReCNN; mrisr's default)"),
+    "recnn-s2d": Trainable("recnn-s2d", "interpolated", "l1",
+            "Pham et al.'s ReCNN on 2x2x2 blocks of voxels (space to depth, Shi et al.'s sub-pixel layer "
+            "back): mrisr's fast residual network"),
     "srcnn3d": Trainable("srcnn3d", "interpolated", "l2",
             "Pham et al., the same paper's 3-layer SRCNN3D baseline"),
     "mdcsrn": Trainable("mdcsrn", "interpolated", "l1",
