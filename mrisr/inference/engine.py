@@ -51,20 +51,11 @@ from torch import nn
 
 from mrisr.errors import InputError, ModelError, MrisrError
 from mrisr.evaluation.masks import coarse_block, network_mask
-from mrisr.inference.device import (
-    DTYPES,
-    cpu_bf16_warning,
-    cpu_threads,
-    empty_cache,
-    is_out_of_memory,
-    memory_budget,
-    resolve_device,
-    resolve_precision,
-)
-from mrisr.inference.inference_net import prepare as prepare_forward
+from mrisr.inference.device import DTYPES, cpu_threads, memory_budget, resolve_device, resolve_precision
 from mrisr.inference.intensity import normalising_scale, robust_scale
 from mrisr.inference.model_card import LoadedModel
-from mrisr.inference.tiling import Stitcher, Tile, batches, choose_core, plan_tiles
+from mrisr.inference.runner import network_forward, run_tiles
+from mrisr.inference.tiling import Plan, choose_core, plan_tiles
 
 #: Voxels below this fraction of the scale are background whatever the histogram says (the mask's floor).
 BACKGROUND = 0.01
@@ -73,8 +64,6 @@ BACKGROUND = 0.01
 LIVE_MAPS = 3
 #: Most patches in one automatic batch.
 MAX_AUTO_BATCH = 16
-#: Out-of-memory retries before giving up.
-MAX_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -132,21 +121,6 @@ class EngineStats:
     def patches_skipped(self) -> int:
         """Alias of ``n_skipped``."""
         return self.n_skipped
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A tiling plan: tiles, their halo and batch size, and whether to blend."""
-
-    tiles: list[Tile]
-    halo: int
-    batch_size: int
-    blend: bool
-
-    @property
-    def patch_shape(self) -> tuple[int, int, int]:
-        """Shape of every patch of the plan."""
-        return self.tiles[0].shape
 
 
 def feature_channels(network: nn.Module) -> int:
@@ -344,94 +318,6 @@ def prepare_network(network: nn.Module, device: torch.device) -> nn.Module:
     return network
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-@dataclass
-class _Counters:
-    skipped: int = 0
-    network: float = 0.0
-    stitch: float = 0.0
-    voxels: int = 0
-
-
-def run_tiled(data: np.ndarray, network: nn.Module, plan: Plan, *, scale: float, device: torch.device,
-              precision: str, out: np.ndarray, mask: np.ndarray | None = None,
-              progress: Callable[[int, int], None] | None = None,
-              condition: torch.Tensor | None = None, guide: np.ndarray | None = None,
-              guide_scale: float = 1.0) -> _Counters:
-    """Run ``network`` over the plan's tiles and stitch ``data + scale * residual`` into ``out``.
-
-    Args:
-        data: float32 input volume (unnormalised).
-        network: Residual network, already on ``device`` in eval mode.
-        plan: From :func:`make_plan`.
-        scale: Intensity scale; the network sees ``patch / scale``.
-        device: Torch device.
-        precision: ``fp32``, ``bf16`` or ``fp16``.
-        out: Preallocated float32 output of ``data``'s shape.
-        mask: Where the network may change ``data`` (boolean, ``data``'s
-            shape); tiles whose core misses it are not run (whose window
-            misses it, when blending), and outside it ``out`` is ``data``
-            exactly. ``None`` runs every tile.
-        progress: Called with ``(patches done, total)`` after each batch.
-        condition: ``(1, k)`` condition vector of a conditioned network
-            (the same for every patch), or None.
-        guide: Second input channel of a guided network, ``data``'s shape
-            (read through the same windows), or None.
-        guide_scale: The network sees ``guide / guide_scale``.
-    """
-    stitcher = Stitcher(out, plan.tiles, blend=plan.blend)
-    forward = prepare_forward(network, device, precision, condition, plan.patch_shape)  # fused on the CPU
-    counts = _Counters()
-    total, done = len(plan.tiles), 0
-    channels_last = device.type == "cpu"
-    for group in batches(plan.tiles, plan.batch_size):
-        t0 = time.perf_counter()
-        run: list[Tile] = []
-        for tile in group:
-            if mask is not None and not mask[tile.read if plan.blend else tile.core].any():
-                stitcher.add(tile, data[tile.read])
-                counts.skipped += 1
-            else:
-                run.append(tile)
-        if run:
-            batch = np.empty((len(run), 1 if guide is None else 2, *plan.patch_shape), np.float32)
-            for i, tile in enumerate(run):
-                np.divide(data[tile.read], scale, out=batch[i, 0])
-                if guide is not None:
-                    np.divide(guide[tile.read], guide_scale, out=batch[i, 1])
-            t1 = time.perf_counter()
-            counts.stitch += t1 - t0
-            x = torch.from_numpy(batch).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            residual = forward(x)
-            residual = residual.float().cpu().numpy()
-            _sync(device)
-            t0 = time.perf_counter()
-            counts.network += t0 - t1
-            counts.voxels += batch.size
-            del batch, x
-            for i, tile in enumerate(run):
-                res = residual[i, 0]
-                res *= scale
-                res += data[tile.read]
-                stitcher.add(tile, res)
-            del residual
-        counts.stitch += time.perf_counter() - t0
-        done += len(group)
-        if progress is not None:
-            progress(done, total)
-    if mask is not None:
-        np.copyto(out, data, where=~mask)
-    return counts
-
-
 def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", precision: str = "auto",
             patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
             threads: int | None = None,
@@ -514,35 +400,15 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         if whole_blocks is not None:
             sub, sub_mask, guide = whole_blocks
             sub_out = np.empty(sub.shape, np.float32)
-        retries = 0
-        while True:
-            plan = make_plan(sub.shape, halo, budget, sides, batch_size, stride)
-            try:
-                counts = run_tiled(sub, network, plan, scale=scale, device=dev, precision=prec, out=sub_out,
-                                   mask=sub_mask, progress=progress, condition=condition, guide=guide,
-                                   guide_scale=guide_scale)
-                break
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if retries >= MAX_RETRIES:
-                    raise MrisrError(f"out of memory on {dev} even with patches of {plan.patch_shape} and batches of "
-                                     f"{plan.batch_size} after {retries} retries; try --device cpu") from exc
-            # Outside the except block the traceback (and the failed batch's tensors) are released.
-            empty_cache(dev)
-            retries += 1
-            sides, batch_size, budget = shrink_plan(plan, sides, budget)
+        run = run_tiles(sub, sub_out, planner=lambda p, b, v: make_plan(sub.shape, halo, v, p, b, stride),
+                        forward=network_forward(network, dev, prec, condition), device=dev, precision=prec,
+                        intensity=scale, residual=True, sizes=(sides, batch_size, budget), mask=sub_mask,
+                        guide=guide, guide_scale=guide_scale, radius=halo, progress=progress)
         if whole_blocks is not None:
             out[window] = sub_out[tuple(slice(0, w.stop - w.start) for w in window)]
-        n_threads = torch.get_num_threads()
-    stats = EngineStats(
-        device=f"cuda:{torch.cuda.current_device()}" if dev.type == "cuda" and dev.index is None else str(dev),
-        precision=prec, patch_size=plan.patch_shape, halo=plan.halo, batch_size=plan.batch_size,
-        n_patches=len(plan.tiles), n_skipped=counts.skipped, seconds_network=counts.network,
-        seconds_total=time.perf_counter() - t_start, scale=scale, blended=plan.blend,
-        seconds_normalise=t_norm, seconds_stitch=counts.stitch, network_voxels=counts.voxels, retries=retries,
-        threads=n_threads, warnings=tuple(_warnings(plan, halo, retries, cpu_bf16_warning(dev, prec))),
-        seconds_mask=t_mask, mask_fraction=float(np.count_nonzero(head)) / head.size)
+    stats = EngineStats(**run.engine_fields(), seconds_total=time.perf_counter() - t_start, scale=scale,
+                        seconds_normalise=t_norm, seconds_mask=t_mask,
+                        mask_fraction=float(np.count_nonzero(head)) / head.size)
     return out, stats
 
 
@@ -601,32 +467,6 @@ def _condition(network: nn.Module, factors: Sequence[float] | None) -> torch.Ten
     if factors is None:
         raise ModelError("this model is conditioned on the upsampling factors; pass factors= to enhance()")
     return network.encode_factors(factors)
-
-
-def _warnings(plan: Plan, radius: int, retries: int, precision_note: str = "") -> list[str]:
-    out = [precision_note] if precision_note else []
-    if plan.blend:
-        out.append(f"patches of {plan.patch_shape} cannot hold the model's context of {radius} voxels each side; "
-                   f"overlapping outputs were blended (halo {plan.halo}), so patch seams may differ slightly "
-                   "from a whole-volume pass")
-    if retries:
-        out.append(f"ran out of device memory; retried {retries} time(s) with smaller batches or patches "
-                   f"(final patch {plan.patch_shape}, batch {plan.batch_size})")
-    return out
-
-
-def shrink_plan(plan: Plan, sides: tuple[int, int, int] | None,
-                budget: int) -> tuple[tuple[int, int, int] | None, int, int]:
-    """Smaller settings after an out-of-memory error: halve the batch, else the patch volume."""
-    if plan.batch_size > 1:
-        return sides, plan.batch_size // 2, budget
-    voxels = math.prod(plan.patch_shape)
-    if voxels <= 1:
-        raise MrisrError("out of memory even with one-voxel patches")
-    if sides is not None:
-        shrunk = tuple(max(1, int(p / 2 ** (1 / 3))) for p in plan.patch_shape)
-        return shrunk, 1, budget  # type: ignore[return-value]
-    return None, 1, max(1, min(budget, voxels) // 2)
 
 
 def whole_volume(data: np.ndarray, network: nn.Module, scale: float | None = None,

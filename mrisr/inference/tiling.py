@@ -70,6 +70,34 @@ class Tile:
         """Shape of the owned output region."""
         return tuple(s.stop - s.start for s in self.core)  # type: ignore[return-value]
 
+    def scaled(self, scale: Sequence[int]) -> Tile:
+        """The same tile on a grid ``scale`` times finer per axis (voxel ``i`` -> voxels ``[i*s, (i+1)*s)``).
+
+        Example:
+            >>> t = plan_tiles((6, 4, 4), core=(3, 4, 4), halo=1)[1].scaled((2, 1, 1))
+            >>> t.read[0], t.core[0], t.inner[0]
+            (slice(2, 12, None), slice(6, 12, None), slice(4, 10, None))
+        """
+        def up(slices: Slices) -> Slices:
+            return tuple(slice(r.start * s, r.stop * s) for r, s in zip(slices, scale))  # type: ignore[return-value]
+
+        return Tile(read=up(self.read), core=up(self.core), inner=up(self.inner), index=self.index)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A tiling plan: tiles, their halo and batch size, and whether to blend."""
+
+    tiles: list[Tile]
+    halo: int
+    batch_size: int
+    blend: bool
+
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        """Shape of every patch of the plan."""
+        return self.tiles[0].shape
+
 
 def _triple(value: int | Sequence[int], what: str, minimum: int) -> tuple[int, int, int]:
     if isinstance(value, (int, np.integer)):
@@ -281,12 +309,26 @@ def batches(tiles: Sequence[Tile], size: int) -> Iterator[list[Tile]]:
         yield list(tiles[i:i + size])
 
 
+def replicate(block: np.ndarray, scale: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour refinement: each voxel repeated ``scale`` times per axis (``block`` itself for a scale
+    of 1 everywhere).
+
+    Example:
+        >>> replicate(np.arange(2.0).reshape(2, 1, 1), (2, 1, 2)).ravel().tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    for axis, s in enumerate(scale):
+        if s != 1:
+            block = np.repeat(block, s, axis=axis)
+    return block
+
+
 def apply_tiled(data: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], core: int | Sequence[int],
                 halo: int | Sequence[int], *, blend: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Apply a patch-wise ``predict`` over ``data`` and stitch the results.
 
     A reference implementation (one patch at a time, no skipping) used by
-    tests and small jobs; :func:`mrisr.inference.engine.enhance` batches on its own.
+    tests and small jobs; :func:`mrisr.inference.runner.run_tiles` batches on its own.
 
     Args:
         data: 3D input volume.

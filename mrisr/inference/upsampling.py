@@ -57,7 +57,7 @@ from mrisr.geometry.grid import TargetGrid, target_grid, voxel_sizes
 from mrisr.geometry.resample import resample_to_grid
 from mrisr.inference.ensemble import flip_passes
 from mrisr.inference.intensity import normalising_scale, robust_scale
-from mrisr.inference.tiling import batches
+from mrisr.inference.tiling import replicate as replicate  # public here too (nearest-neighbour refinement)
 
 # torch, mrisr.inference.device and mrisr.inference.engine (which import torch) are imported inside the functions
 # that run a network: the grid helpers here (upsampling_scale, placement) serve torch-free callers.
@@ -168,66 +168,6 @@ def grid_on_refined(grid: TargetGrid, scale: Sequence[int]) -> TargetGrid:
                       spacing=grid.spacing)
 
 
-def _up(region: tuple[slice, ...], scale: Sequence[int]) -> tuple[slice, ...]:
-    """Input-voxel slices -> the output-voxel slices of their blocks."""
-    return tuple(slice(r.start * s, r.stop * s) for r, s in zip(region, scale))
-
-
-def replicate(block: np.ndarray, scale: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour refinement: each voxel repeated ``scale`` times per axis.
-
-    Example:
-        >>> replicate(np.arange(2.0).reshape(2, 1, 1), (2, 1, 2)).ravel().tolist()
-        [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
-    """
-    for axis, s in enumerate(scale):
-        block = np.repeat(block, s, axis=axis)
-    return block
-
-
-def run_tiles(data: np.ndarray, network: Any, plan: Any, *, scale: Sequence[int], intensity: float,
-              device: Any, precision: str, out: np.ndarray, mask: np.ndarray | None,
-              progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
-    """Run ``network`` over the plan's tiles of ``data``; write ``intensity * network(patch / intensity)``
-    per owned block into ``out`` (``data.shape * scale``), and :func:`replicate` of the input outside
-    ``mask`` (boolean, ``data``'s shape; None: the network everywhere). Returns counters."""
-    import torch
-
-    from mrisr.inference.device import autocast
-
-    counts = {"skipped": 0, "network": 0.0, "stitch": 0.0, "voxels": 0}
-    done = 0
-    for group in batches(plan.tiles, plan.batch_size):
-        t0 = time.perf_counter()
-        run = []
-        for tile in group:
-            if mask is not None and not mask[tile.core].any():
-                out[_up(tile.core, scale)] = replicate(data[tile.core], scale)
-                counts["skipped"] += 1
-            else:
-                run.append(tile)
-        if run:
-            x = np.stack([data[t.read] for t in run])[:, None] / np.float32(intensity)
-            t1 = time.perf_counter()
-            with torch.inference_mode(), autocast(device, precision):
-                y = network(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device))
-            y = y.float().cpu().numpy()
-            t0 = time.perf_counter()
-            counts["network"] += t0 - t1
-            counts["voxels"] += x.size
-            for i, tile in enumerate(run):
-                block = y[i, 0][_up(tile.inner, scale)] * np.float32(intensity)
-                if mask is not None:
-                    outside = ~replicate(mask[tile.core], scale)
-                    block[outside] = replicate(data[tile.core], scale)[outside]
-                out[_up(tile.core, scale)] = block
-        counts["stitch"] += time.perf_counter() - t0
-        done += len(group)
-        if progress is not None:
-            progress(done, len(plan.tiles))
-    return counts
-
-
 def _plan(shape: Sequence[int], halo: int, budget: int, patch_size: Any, batch_size: int | None) -> Any:
     from mrisr.inference.engine import make_plan
 
@@ -263,27 +203,17 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     Raises:
         ModelError: for a network without an integer ``upsampling`` scale.
     """
-    import torch
-
-    from mrisr.inference.device import (
-        cpu_bf16_warning,
-        cpu_threads,
-        empty_cache,
-        is_out_of_memory,
-        memory_budget,
-        resolve_device,
-        resolve_precision,
-    )
+    from mrisr.inference.device import cpu_threads, memory_budget, resolve_device, resolve_precision
     from mrisr.inference.engine import (
         BACKGROUND,
-        MAX_RETRIES,
         EngineStats,
         bytes_per_voxel,
         check_volume,
         patch_sides,
         positive_or_none,
-        shrink_plan,
+        prepare_network,
     )
+    from mrisr.inference.runner import network_forward, run_tiles
 
     t_start = time.perf_counter()
     scale = upsampling_scale(model.network)
@@ -301,34 +231,24 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
     with cpu_threads(threads):
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
+        t0 = time.perf_counter()
         intensity = normalising_scale(data, model.card.normalisation)
-        network = model.network.eval().to(dev)
+        t_norm = time.perf_counter() - t0
+        network = prepare_network(model.network, dev)  # channels-last on the CPU, as the runner feeds it
         halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
+        t0 = time.perf_counter()
         mask = network_mask(data, halo, floor=background * intensity)
+        t_mask = time.perf_counter() - t0
         per_voxel = bytes_per_voxel(network, prec) * (1 + math.prod(scale))
-        budget = memory_budget(dev) // per_voxel
         out = np.empty(tuple(n * s for n, s in zip(data.shape, scale)), np.float32)
-        retries = 0
-        while True:
-            plan = _plan(data.shape, halo, budget, sides, batch_size)
-            try:
-                counts = run_tiles(data, network, plan, scale=scale, intensity=intensity, device=dev,
-                                   precision=prec, out=out, mask=mask, progress=progress)
-                break
-            except Exception as exc:
-                if not is_out_of_memory(exc) or retries >= MAX_RETRIES:
-                    raise
-            empty_cache(dev)
-            retries += 1
-            sides, batch_size, budget = shrink_plan(plan, sides, budget)  # the engine's rule: batch, then patch
-        n_threads = torch.get_num_threads()
-    patch_shape = tuple(plan.patch_shape[k] for k in np.argsort(axes))  # per input axis
-    stats = EngineStats(device=str(dev), precision=prec, patch_size=patch_shape, halo=plan.halo,
-                        batch_size=plan.batch_size, n_patches=len(plan.tiles), n_skipped=int(counts["skipped"]),
-                        seconds_network=counts["network"], seconds_total=time.perf_counter() - t_start,
-                        scale=intensity, seconds_stitch=counts["stitch"], network_voxels=int(counts["voxels"]),
-                        retries=retries, threads=n_threads, mask_fraction=float(mask.mean()),
-                        warnings=tuple(w for w in [cpu_bf16_warning(dev, prec)] if w))
+        run = run_tiles(data, out, planner=lambda p, b, v: _plan(data.shape, halo, v, p, b),
+                        forward=network_forward(network, dev, prec), device=dev, precision=prec,
+                        intensity=intensity, scale=scale, sizes=(sides, batch_size, memory_budget(dev) // per_voxel),
+                        mask=mask, radius=halo, progress=progress)
+    fields = run.engine_fields()
+    fields["patch_size"] = tuple(run.plan.patch_shape[k] for k in np.argsort(axes))  # per input axis
+    stats = EngineStats(**fields, seconds_total=time.perf_counter() - t_start, scale=intensity,
+                        seconds_normalise=t_norm, seconds_mask=t_mask, mask_fraction=float(mask.mean()))
     if axes != (0, 1, 2):
         out = np.ascontiguousarray(out.transpose(np.argsort(axes)))
     return out, stats
