@@ -183,8 +183,8 @@ def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, forward: F
         The :class:`RunStats`.
 
     Raises:
-        MrisrError: when out of memory after :data:`MAX_RETRIES` retries (or with one-voxel patches), or for
-            a residual network with a scale other than 1.
+        MrisrError: when out of memory after :data:`MAX_RETRIES` retries (or with one-voxel patches, or when
+            ``planner`` refuses the smaller sizes), or for a residual network with a scale other than 1.
     """
     scale = tuple(int(s) for s in scale)
     if residual and scale != (1, 1, 1):
@@ -192,19 +192,22 @@ def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, forward: F
     sides, batch_size, budget = sizes
     retries = 0
     while True:
-        plan = planner(sides, batch_size, budget)
+        try:
+            plan = planner(sides, batch_size, budget)
+        except MrisrError as exc:
+            if not retries:
+                raise
+            raise _out_of_memory(device, plan, retries) from exc  # no smaller plan can be made
         try:
             counts = _run_plan(data, out, plan, forward(plan.patch_shape), device=device,
                                intensity=np.float32(intensity), scale=scale, residual=residual, mask=mask,
-                               guide=guide, guide_scale=np.float32(guide_scale),
-                               progress=progress)
+                               guide=guide, guide_scale=np.float32(guide_scale), progress=progress)
             break
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             if retries >= MAX_RETRIES:
-                raise MrisrError(f"out of memory on {device} even with patches of {plan.patch_shape} and batches "
-                                 f"of {plan.batch_size} after {retries} retries; try --device cpu") from exc
+                raise _out_of_memory(device, plan, retries) from exc
         # Outside the except block the traceback (and the failed batch's tensors) are released.
         empty_cache(device)
         retries += 1
@@ -213,6 +216,11 @@ def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, forward: F
     return RunStats(plan=plan, device=device_name(device), precision=precision, n_skipped=counts.skipped,
                     seconds_network=counts.network, seconds_stitch=counts.stitch, network_voxels=counts.voxels,
                     retries=retries, threads=torch.get_num_threads(), warnings=tuple(notes))
+
+
+def _out_of_memory(device: torch.device, plan: Plan, retries: int) -> MrisrError:
+    return MrisrError(f"out of memory on {device} even with patches of {plan.patch_shape} and batches of "
+                      f"{plan.batch_size} after {retries} retries; try --device cpu")
 
 
 def _run_plan(data: np.ndarray, out: np.ndarray, plan: Plan, forward: Forward, *, device: torch.device,
