@@ -18,17 +18,19 @@ returns it plus the residual the network predicts (Pham et al.'s ReCNN learns
    so inside the mask the stitched result equals a whole-volume pass. Patch
    shapes come from the memory budget (or ``patch_size``); a region that fits
    is one patch. Tiles whose core does not touch the mask are not run.
-4. Batches run in bf16/fp16 or fp32 (a ReCNN on the CPU as fused oneDNN
-   convolutions, :mod:`mrisr.inference.inference_net`; anything else under autocast);
-   the residual is cast to float32, multiplied by ``scale`` and added to the
-   float32 input patch, and the core is written into one preallocated
-   float32 output.
+4. The tiles run through the one tiled runner (:func:`mrisr.inference.runner.run_tiles`,
+   which also runs the learned-upsampling networks): batches in bf16/fp16 or fp32 (a
+   ReCNN on the CPU as fused oneDNN convolutions, :mod:`mrisr.inference.inference_net`;
+   anything else under autocast); the residual is cast to float32, multiplied by
+   ``scale`` and added to the float32 input patch, and the core is written into one
+   preallocated float32 output.
 
 Peak memory is the input, the output, the one-byte mask and one batch of
 patches with its activations: no other full-size array is alive while the
 network runs (deciding the mask makes float32 temporaries of the coarse grid
 and, for blocks of one voxel, of the volume, freed before the first batch).
-A GPU out-of-memory error halves the batch, then the patch, and retries.
+A GPU out-of-memory error halves the batch, then the patch, and retries (the runner's rule,
+:func:`mrisr.inference.runner.shrink_plan`).
 
 Guided models (``network.in_channels == 2``) take a second channel: a finer
 reference scan already on the output grid (:mod:`mrisr.trust.reference`), divided

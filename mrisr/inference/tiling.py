@@ -13,6 +13,12 @@ filling the input past the edge would *not* be equivalent: the first layer's
 biases make the hidden features there non-zero, whereas the whole-volume pass
 pads every layer with zeros.
 
+For a network whose output grid is ``scale`` times finer per axis (a
+learned-upsampling network), the tiles are planned on the input grid and
+:meth:`Tile.scaled` puts them on the output grid: the cores still partition it.
+This module splits and stitches; :mod:`mrisr.inference.runner` runs the network
+in between.
+
 Where a halo smaller than the receptive radius must be used, :class:`Stitcher`
 can instead *blend*: every tile writes its whole window with separable weights
 that are 1 on its core and fall linearly towards a floor (> 0) at the window

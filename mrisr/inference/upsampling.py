@@ -12,11 +12,13 @@ attribute). ``upscale`` with such a model:
    ``(1, 2, 0)``, and its output is transposed back); refused
    (:func:`check_factors`'s error) when no order fits. An axis the network
    does not refine (scale 1) takes any factor;
-2. runs the network on the input's own grid (:func:`upsample`): tiles of
-   the input with a halo of the network's receptive radius (input voxels);
-   each tile owns a core of input voxels and writes the ``scale`` blocks of
-   output voxels over that core, so every output block comes from exactly
-   one tile and the stitched volume equals a whole-volume pass. The result
+2. runs the network on the input's own grid (:func:`upsample`, through the
+   one tiled runner :func:`mrisr.inference.runner.run_tiles`, as the residual
+   networks): tiles of the input with a halo of the network's receptive
+   radius (input voxels); each tile owns a core of input voxels and writes the
+   ``scale`` blocks of output voxels over that core, so every output block
+   comes from exactly one tile and the stitched volume equals a whole-volume
+   pass. The result
    lies on the *refined grid* (:func:`refined_grid`): the geometry
    contract's grid for a spacing of ``input spacing / scale`` (the scale
    as placed on the input's axes), which is
@@ -59,8 +61,8 @@ from mrisr.inference.ensemble import flip_passes
 from mrisr.inference.intensity import normalising_scale, robust_scale
 from mrisr.inference.tiling import replicate as replicate  # public here too (nearest-neighbour refinement)
 
-# torch, mrisr.inference.device and mrisr.inference.engine (which import torch) are imported inside the functions
-# that run a network: the grid helpers here (upsampling_scale, placement) serve torch-free callers.
+# torch, mrisr.inference.device, mrisr.inference.engine and mrisr.inference.runner (which import torch) are imported
+# inside the functions that run a network: the grid helpers here (upsampling_scale, placement) serve torch-free callers.
 
 #: Largest shortfall of a factor below the scale that still counts as equal.
 FACTOR_TOLERANCE = 1e-6
@@ -202,6 +204,8 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
 
     Raises:
         ModelError: for a network without an integer ``upsampling`` scale.
+        MrisrError: for ``axes`` that are not a permutation, a patch too small for the receptive radius, or
+            out of device memory even after the runner's retries (:func:`mrisr.inference.runner.run_tiles`).
     """
     from mrisr.inference.device import cpu_threads, memory_budget, resolve_device, resolve_precision
     from mrisr.inference.engine import (
