@@ -192,8 +192,9 @@ def test_blending_with_a_constant_predictor_averages_to_it():
     plan = make_plan(data.shape, 4, 10**9, 6)
     assert plan.blend
     out = np.empty(data.shape, np.float32)
-    st = run_tiles(data, out, planner=lambda p, b, v: plan, forward=lambda s: lambda x: torch.ones_like(x),
-                   device=CPU, precision="fp32", intensity=2.0, residual=True, radius=4)
+    st = run_tiles(data, out, planner=lambda p, b, v: plan, sizes=(None, None, 10**9),
+                   forward=lambda s: lambda x: torch.ones_like(x), device=CPU, precision="fp32", intensity=2.0,
+                   residual=True, radius=4)
     np.testing.assert_allclose(out, data + 2.0, rtol=0, atol=1e-5)
     assert st.plan.blend and any("blended" in w and "context of 4" in w for w in st.warnings)
 

@@ -134,6 +134,18 @@ def feature_channels(network: nn.Module) -> int:
     return max(widths) if widths else 64
 
 
+def model_halo(model: LoadedModel) -> int:
+    """Context voxels each side of a tile: the larger of the card's receptive radius and the network's own.
+
+    Example:
+        >>> from mrisr.archs.recnn import ReCNN
+        >>> from mrisr.inference.model_card import example_card
+        >>> model_halo(LoadedModel("demo", example_card(receptive_radius=1), ReCNN(3, 4), "0" * 64, None))
+        3
+    """
+    return max(int(model.receptive_radius), int(getattr(model.network, "receptive_radius", 0)))
+
+
 def network_stride(network: nn.Module) -> int:
     """Lattice the network's tiles must be aligned to (``network.stride``; 1 for most networks).
 
@@ -384,7 +396,7 @@ def enhance(data: np.ndarray, model: LoadedModel, *, device: str = "auto", preci
         t_norm = time.perf_counter() - t0
         network = prepare_network(model.network, dev)
         condition = _condition(network, factors)
-        halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
+        halo = model_halo(model)
         stride = network_stride(network)
         budget = memory_budget(dev) // bytes_per_voxel(network, prec)
         t0 = time.perf_counter()

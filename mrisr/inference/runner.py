@@ -28,8 +28,8 @@ Example:
     >>> out = np.empty((12, 5, 4), np.float32)
     >>> planner = lambda sides, batch, budget: Plan(plan_tiles(x.shape, 3, 0), 0, batch or 4, False)
     >>> up = lambda t: t.repeat_interleave(2, dim=2)       # a learned "upsampling": nearest neighbour along axis 0
-    >>> st = run_tiles(x, out, planner=planner, forward=lambda shape: up, device=torch.device("cpu"),
-    ...                precision="fp32", intensity=2.0, scale=(2, 1, 1))
+    >>> st = run_tiles(x, out, planner=planner, sizes=(None, None, 10**6), forward=lambda shape: up,
+    ...                device=torch.device("cpu"), precision="fp32", intensity=2.0, scale=(2, 1, 1))
     >>> bool(np.array_equal(out, np.repeat(x, 2, axis=0))), st.n_patches, st.n_skipped
     (True, 8, 0)
 """
@@ -154,9 +154,9 @@ def shrink_plan(plan: Plan, sides: tuple[int, int, int] | None, budget: int) -> 
     return None, 1, max(1, min(budget, voxels) // 2)
 
 
-def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, forward: ForwardFactory,
+def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, sizes: Sizes, forward: ForwardFactory,
               device: torch.device, precision: str, intensity: float, scale: Sequence[int] = (1, 1, 1),
-              residual: bool = False, sizes: Sizes = (None, None, 1), mask: np.ndarray | None = None,
+              residual: bool = False, mask: np.ndarray | None = None,
               guide: np.ndarray | None = None, guide_scale: float = 1.0, radius: int | None = None,
               progress: Callable[[int, int], None] | None = None) -> RunStats:
     """Run a network over ``data``'s tiles and stitch its outputs into ``out``, retrying smaller on out of memory.
@@ -165,6 +165,7 @@ def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, forward: F
         data: float32 input volume (unnormalised), on the input grid.
         out: Preallocated float32 output, ``data.shape * scale``; every voxel is written.
         planner: ``planner(sides, batch_size, budget) -> Plan`` of ``data``'s grid, called for each attempt.
+        sizes: The first attempt's ``(patch sides or None, batch size or None, budget in patch voxels)``.
         forward: ``forward(patch_shape) -> network callable`` (:func:`network_forward`), called for each attempt.
         device: Torch device the network is on.
         precision: ``fp32``, ``bf16`` or ``fp16`` (for the warnings; ``forward`` applies it).
@@ -172,7 +173,6 @@ def run_tiles(data: np.ndarray, out: np.ndarray, *, planner: Planner, forward: F
         scale: Output voxels per input voxel along each axis (1 for a residual network).
         residual: Add the input patch to the output (``data + intensity * network(data / intensity)``);
             needs a scale of 1.
-        sizes: The first attempt's ``(patch sides or None, batch size or None, budget in patch voxels)``.
         mask: Where the network may change the fallback (boolean, ``data``'s shape; None: everywhere).
         guide: A second input channel on ``data``'s grid, read through the same windows, or None.
         guide_scale: The network sees ``guide / guide_scale``.

@@ -213,6 +213,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
         EngineStats,
         bytes_per_voxel,
         check_volume,
+        model_halo,
         patch_sides,
         positive_or_none,
         prepare_network,
@@ -239,7 +240,7 @@ def upsample(data: np.ndarray, model: Any, *, device: str = "auto", precision: s
         intensity = normalising_scale(data, model.card.normalisation)
         t_norm = time.perf_counter() - t0
         network = prepare_network(model.network, dev)  # channels-last on the CPU, as the runner feeds it
-        halo = max(int(model.receptive_radius), int(getattr(network, "receptive_radius", 0)))
+        halo = model_halo(model)
         t0 = time.perf_counter()
         mask = network_mask(data, halo, floor=background * intensity)
         t_mask = time.perf_counter() - t0
