@@ -55,7 +55,7 @@ def test_presets_and_params_build_the_papers_networks() -> None:
 
 
 @pytest.mark.parametrize("model, match", [
-    ({"arch": "unet"}, r"model\.arch: 'unet' is not one of recnn, srcnn3d"),
+    ({"arch": "unet"}, r"model\.arch: 'unet' is not one of recnn, recnn-s2d, srcnn3d"),
     ({"arch": "mdcsrn", "preset": "b5u4"}, r"model\.preset: 'b5u4' is not a preset of 'mdcsrn'; valid: b4u4, b8u4"),
     ({"arch": "mdcsrn", "params": {"blokcs": 2}}, r"model\.params\.blokcs: not an argument of 'mdcsrn'.*blocks"),
     ({"arch": "mdcsrn", "depth": 4}, r"model\.depth: sizes arch 'recnn' only"),
