@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
-
+    from mrisr.geometry.grid import TargetGrid
+    from mrisr.pipeline.settings import UpscaleOptions
+    from mrisr.volume import Volume
 
 
 #: Stages whose wall-clock time an :class:`UpscaleReport` records (seconds).
@@ -101,6 +102,23 @@ class UpscaleReport:
     ood: dict | None = None
     reference: dict | None = None
     adapt: dict | None = None
+
+    @classmethod
+    def for_grid(cls, volume: Volume, grid: TargetGrid, options: UpscaleOptions) -> UpscaleReport:
+        """The report of upscaling ``volume`` onto ``grid`` with ``options``, before any work: the input, the
+        output grid, the interpolation and the reader's warnings; the stages fill in the rest."""
+        shape = list(np.shape(volume.data))
+        return cls(
+            input=None if volume.path is None else str(volume.path),
+            input_shape=[int(v) for v in shape],
+            input_spacing=[float(v) for v in volume.spacing],
+            output_shape=[*grid.shape, *shape[3:]],
+            output_spacing=[float(v) for v in grid.spacing],
+            output_affine=grid.affine.tolist(),
+            method=options.method, order=int(options.order), antialias=bool(options.antialias),  # type: ignore[arg-type]
+            n_volumes=1 if len(shape) == 3 else int(shape[3]),
+            warnings=list(volume.warnings),
+        )
 
     def to_dict(self) -> dict:
         """A JSON-ready copy (plain lists, floats and strings).
