@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -141,6 +141,9 @@ class UpscaleOptions:
         return {name: getattr(self, name) for name in ENGINE_SETTINGS}
 
 
+#: The fields of :class:`UpscaleOptions`.
+OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(UpscaleOptions))
+
 #: The :class:`UpscaleOptions` passed to the network's runners (:func:`mrisr.inference.engine.enhance`).
 ENGINE_SETTINGS = ("device", "precision", "patch_size", "batch_size", "threads")
 
@@ -203,6 +206,12 @@ class BatchSettings:
     def with_options(self, **changes: Any) -> BatchSettings:
         """These settings with some :class:`UpscaleOptions` changed (checked again)."""
         return dataclasses.replace(self, options=dataclasses.replace(self.options, **changes))
+
+    if not TYPE_CHECKING:  # older callers read the options on the settings (settings.method); mrisr reads options
+        def __getattr__(self, name: str) -> Any:
+            if name in OPTION_FIELDS:
+                return getattr(self.options, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 #: The settings that shape an output (``dtype`` is the :class:`BatchSettings`', the others its
