@@ -42,7 +42,7 @@ from mrisr.errors import InputError, MrisrError
 from mrisr.geometry.grid import TargetGrid
 from mrisr.geometry.resample import resample_to_grid
 from mrisr.pipeline.checks import check_learned, load_model_once, plan_grid
-from mrisr.pipeline.report import UpscaleReport, UpscaleResult, jsonable_keep_nan
+from mrisr.pipeline.report import UpscaleReport, UpscaleResult
 from mrisr.pipeline.settings import UpscaleOptions, make_options
 from mrisr.volume import Volume
 
@@ -137,10 +137,10 @@ def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: U
     t0 = time.perf_counter()
     adapted, info = adapt_model(loaded, data if data.ndim == 3 else data[..., 0],
                                 tuple(1.0 / r for r in grid.ratios), opts, progress=on_adapt, threads=threads)
-    report.timings["adapt"] = time.perf_counter() - t0
+    report.add_time("adapt", time.perf_counter() - t0)
     report.adapt = info.to_dict()
     if info.kept != "adapted":
-        report.warnings.append(f"--adapt: {info.reason}")
+        report.warn(f"--adapt: {info.reason}")
     rest = None if progress is None else (lambda done, total: progress(ADAPT_SHARE * total
                                                                         + (1 - ADAPT_SHARE) * done, total))
     return adapted, rest
@@ -153,15 +153,14 @@ def _guide(volume: Volume, grid: TargetGrid, reference: Any, register: str, repo
     t0 = time.perf_counter()
     ref = as_reference(as_volume(reference))
     check_reference_spacing(ref.affine, grid, ref.path)  # before a registration that would be wasted
-    for w in ref.warnings:
-        report.warnings.append(f"reference: {w}")
+    report.warn(*(f"reference: {w}" for w in ref.warnings))
     transform, extra = None, {"register": register}
     if register == "rigid":
         transform, extra = _register(volume, ref, grid, report)
     guide = resample_reference(ref, grid, transform=transform)
     guide.extra.update(extra)
     report.reference = guide.describe()
-    report.timings["reference"] = time.perf_counter() - t0
+    report.add_time("reference", time.perf_counter() - t0)
     return guide.data
 
 
@@ -180,10 +179,10 @@ def _register(volume: Volume, ref: Volume, grid: TargetGrid, report: UpscaleRepo
     centre = grid.affine @ np.r_[(np.asarray(grid.shape) - 1) / 2.0, 1.0]
     moved = describe_rigid(transform, centre[:3])
     if moved["rotation_deg"] > LARGE_ROTATION_DEG or moved["translation_mm"] > LARGE_TRANSLATION_MM:
-        report.warnings.append(f"the rigid registration moved the reference by {moved['rotation_deg']:.1f} degrees "
-                               f"and {moved['translation_mm']:.1f} mm: more than head motion within a session "
-                               "usually is; check the alignment (the transform is in the sidecar)")
-    report.timings["register"] = time.perf_counter() - t0
+        report.warn(f"the rigid registration moved the reference by {moved['rotation_deg']:.1f} degrees "
+                    f"and {moved['translation_mm']:.1f} mm: more than head motion within a session "
+                    "usually is; check the alignment (the transform is in the sidecar)")
+    report.add_time("register", time.perf_counter() - t0)
     return transform, {"register": "rigid", **moved, "transform_file": None}
 
 
@@ -193,9 +192,7 @@ def _check_input(report: UpscaleReport, data: np.ndarray) -> None:
 
     assessment = assess_input(data if data.ndim == 3 else data[..., 0])
     report.ood = assessment.to_dict()
-    for w in assessment.warnings:
-        if w not in report.warnings:
-            report.warnings.append(w)
+    report.warn(*assessment.warnings, once=True)
 
 
 def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, options: UpscaleOptions) -> None:
@@ -206,10 +203,10 @@ def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, option
     folder = getattr(loaded, "path", None)
     report.model_path = None if folder is None else str(folder)
     if (warning := custom_model_warning(loaded)) is not None:
-        report.warnings.append(warning)
+        report.warn(warning)
     for name, value in options.engine_settings().items():  # what was asked; the engine's stats say what ran
         setattr(report, name, value)
-    report.warnings += range_warnings(loaded.card, report.input_spacing, grid.spacing)
+    report.warn(*range_warnings(loaded.card, report.input_spacing, grid.spacing))
 
 
 def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, options: UpscaleOptions,
@@ -243,7 +240,7 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
             t0 = time.perf_counter()
             result = resample_to_grid(vol, grid, order=order, antialias=antialias,
                                       progress=lambda k: ticker.add(k * interp_share / 3))
-            report.timings["interpolate"] += time.perf_counter() - t0
+            report.add_time("interpolate", time.perf_counter() - t0)
             spline = result if tracker is not None else None
             network = None
             if loaded is not None:
@@ -262,7 +259,7 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
         if tracker is not None:
             t0 = time.perf_counter()
             result = tracker(vol, spline, network)
-            report.timings["consistency"] = report.timings.get("consistency", 0.0) + time.perf_counter() - t0
+            report.add_time("consistency", time.perf_counter() - t0)
             spline = network = None
         if data.ndim == 3:
             out[...] = result
@@ -287,12 +284,7 @@ def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleRep
     from mrisr.inference.upsampling import upscale_learned, upscale_learned_ensemble
 
     t0 = time.perf_counter()
-
-    def on_tiles(done: int, total: int) -> None:
-        if total:
-            ticker.set(0.9 * min(done / total, 1.0))
-
-    kw = {"order": order, "antialias": antialias, "progress": on_tiles, **engine_kw}
+    kw = {"order": order, "antialias": antialias, "progress": ticker.within(0.9), **engine_kw}
     std = summary = None
     if combine is None:
         result, stats = upscale_learned(vol, grid, loaded, **kw)
@@ -300,9 +292,7 @@ def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleRep
     else:
         result, std, ens = upscale_learned_ensemble(vol, grid, loaded, combine, **kw)
         engine_stats, summary = ens.engine, {"passes": ens.passes, **ens.std}
-    report.timings["network"] += time.perf_counter() - t0
-    for st in engine_stats:
-        _merge_stats(report, st)
+    report.add_network(time.perf_counter() - t0, engine_stats)
     return result, std, summary
 
 
@@ -312,16 +302,8 @@ def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, en
     from mrisr.inference.ensemble import flip_ensemble
 
     t0 = time.perf_counter()
-    start = ticker.done
-
-    def on_patches(done: int, total: int) -> None:
-        if total:
-            ticker.set(start + share * min(done / total, 1.0))
-
-    result, std, stats = flip_ensemble(data3d, loaded, combine=combine, progress=on_patches, **engine_kw)
-    report.timings["network"] += time.perf_counter() - t0
-    for st in stats.engine:
-        _merge_stats(report, st)
+    result, std, stats = flip_ensemble(data3d, loaded, combine=combine, progress=ticker.within(share), **engine_kw)
+    report.add_network(time.perf_counter() - t0, stats.engine)
     return result, std, {"passes": stats.passes, **stats.std}
 
 
@@ -339,30 +321,9 @@ def _enhance(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: 
     from mrisr.inference.engine import enhance
 
     t0 = time.perf_counter()
-    start = ticker.done
-
-    def on_patches(done: int, total: int) -> None:
-        if total:
-            ticker.set(start + share * min(done / total, 1.0))
-
-    result, stats = enhance(data3d, loaded, progress=on_patches, **engine_kw)
-    report.timings["network"] += time.perf_counter() - t0
-    _merge_stats(report, stats)
+    result, stats = enhance(data3d, loaded, progress=ticker.within(share), **engine_kw)
+    report.add_network(time.perf_counter() - t0, [stats])
     return np.asarray(result, dtype=np.float32)
-
-
-def _merge_stats(report: UpscaleReport, stats: Any) -> None:
-    """Copy what the engine resolved (device, precision...) and counted into the report."""
-    for name in ("device", "precision", "patch_size", "batch_size", "halo", "threads"):
-        value = getattr(stats, name, None)
-        if value is not None:
-            setattr(report, name, jsonable_keep_nan(value))
-    skipped = int(getattr(stats, "n_skipped", 0) or 0)
-    report.patches_run += int(getattr(stats, "n_patches", 0) or 0) - skipped
-    report.patches_skipped += skipped
-    for w in getattr(stats, "warnings", None) or []:
-        if w not in report.warnings:
-            report.warnings.append(w)
 
 
 class _Ticker:
@@ -381,6 +342,16 @@ class _Ticker:
 
     def finish(self) -> None:
         self.set(1.0)
+
+    def within(self, share: float) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback of a stage that takes the next ``share`` of this volume."""
+        start = self.done
+
+        def on_progress(done: int, total: int) -> None:
+            if total:
+                self.set(start + share * min(done / total, 1.0))
+
+        return on_progress
 
 
 def as_volume(image: Any, *, series: str | None = None, nan_to_num: bool = False,
