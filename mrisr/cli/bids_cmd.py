@@ -59,7 +59,7 @@ from mrisr.cli.upscale_cmd import (
     ThreadsOpt,
     UncertaintyOpt,
     check_dask,
-    check_settings,
+    make_settings,
     run_batch,
 )
 
@@ -130,7 +130,6 @@ def bids(
     from mrisr.errors import MrisrError, look_up_option
     from mrisr.pipeline.bids import LEVELS, check_dataset, find_anat, parse_labels
     from mrisr.pipeline.jobs import parse_shard
-    from mrisr.pipeline.settings import BatchSettings
 
     console = err_console()
     try:
@@ -143,13 +142,12 @@ def bids(
                            suffixes=parse_labels([suffix] if suffix else None, "--suffix", prefix=""))
         if level == "group":
             raise typer.Exit(code=_group(images, output_dir, console, quiet=quiet, json_out=json_out))
-        settings = BatchSettings(
+        settings = make_settings(
             spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"), method=method,
             order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, nan_to_num=nan_to_num, dtype=dtype,
             force=force or overwrite, qc=qc, consistency=consistency, uncertainty=uncertainty, ensemble=ensemble,
             register="none")
-        check_settings(settings)
         check_dask(dask_scheduler, n_jobs)
         jobs, loaded = _plan(images, root, output_dir, settings, parse_shard(shard) if shard else None)
     except MrisrError as exc:

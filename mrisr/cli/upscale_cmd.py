@@ -44,6 +44,8 @@ from mrisr.options import CLI_DTYPES, COMBINES, METHODS, OUTPUT_SUFFIXES, PRECIS
 UpscaleCommand = MultiValueCommand
 
 if TYPE_CHECKING:  # to the type checker these options are strings; to Typer, choices of the tables
+    from mrisr.pipeline.settings import BatchSettings
+
     Method: TypeAlias = str
     Combine: TypeAlias = str
     OutputDtype: TypeAlias = str
@@ -213,18 +215,16 @@ def upscale(
     """
     from mrisr.errors import MrisrError
     from mrisr.pipeline.jobs import parse_shard
-    from mrisr.pipeline.settings import BatchSettings
 
     console = err_console()
     try:
-        settings = BatchSettings(
+        settings = make_settings(
             spacing=parse_numbers(spacing, "--spacing"), factor=parse_numbers(factor, "--factor"),
             method=method, order=order, model=model, device=device, precision=precision, patch_size=patch_size,
             batch_size=batch_size, threads=threads, antialias=antialias, series=series, nan_to_num=nan_to_num,
             allow_uneven=allow_uneven, dtype=dtype, force=force or overwrite, qc=qc, consistency=consistency,
             consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
             register=register, adapt=adapt_seconds if adapt else None)
-        check_settings(settings)
         shard_kn = parse_shard(shard) if shard is not None else None
         check_dask(dask_scheduler, n_jobs)
         inputs = _with_demo(list(inputs or []), demo, inputs_from)
@@ -277,49 +277,53 @@ def _with_demo(inputs: list[Path], demo: bool, inputs_from: str | None = None) -
     return inputs
 
 
-def check_settings(settings: Any) -> None:
-    """Validate everything that needs no file; 'spacing'/'factor' become '--spacing'/'--factor'."""
+def make_settings(**values: Any) -> BatchSettings:
+    """The command's :class:`~mrisr.pipeline.settings.BatchSettings` (its options built once), checked; the errors
+    name the options as typed ('--spacing', '--reference')."""
     from mrisr.errors import MrisrError
     from mrisr.geometry.grid import parse_spacing
+    from mrisr.pipeline.settings import BatchSettings
 
-    if settings.spacing is not None:
-        parse_spacing(settings.spacing, "--spacing")
-    if settings.factor is not None:
-        parse_spacing(settings.factor, "--factor")
-    if settings.spacing is None and settings.factor is None:
+    spacing, factor = values.get("spacing"), values.get("factor")
+    if spacing is not None:
+        parse_spacing(spacing, "--spacing")
+    if factor is not None:
+        parse_spacing(factor, "--factor")
+    if spacing is None and factor is None:
         raise MrisrError("give the target with --spacing S [S S] (mm) or --factor F [F F]")
-    if settings.spacing is not None and settings.factor is not None:
+    if spacing is not None and factor is not None:
         raise MrisrError("give either --spacing or --factor, not both")
-    _check_reference_options(settings)
-    settings.check()
-    if settings.method == "cnn":
+    _check_reference_options(values.get("reference"), values.get("register", "none"), values.get("method"))
+    settings = BatchSettings(**values)
+    if settings.options.method == "cnn":
         from mrisr.inference.device import resolve_device, resolve_precision
 
-        resolve_precision(settings.precision, resolve_device(settings.device))
+        resolve_precision(settings.options.precision, resolve_device(settings.options.device))
+    return settings
 
 
-def _check_reference_options(settings: Any) -> None:
+def _check_reference_options(reference: Any, register: str, method: str | None) -> None:
     """--register's value, --register without --reference, a missing reference (named as typed)."""
     from mrisr.errors import MrisrError, look_up_option
 
-    look_up_option(settings.register, REGISTRATIONS, "--register value")
-    if settings.reference is None:
-        if settings.register != "none":
-            raise MrisrError(f"--register {settings.register} aligns the reference to the input: give --reference PATH")
+    look_up_option(register, REGISTRATIONS, "--register value")
+    if reference is None:
+        if register != "none":
+            raise MrisrError(f"--register {register} aligns the reference to the input: give --reference PATH")
         return
-    if not Path(settings.reference).exists():
-        raise MrisrError(f"--reference {settings.reference}: no such file or folder")
-    if settings.method == "spline":
+    if not Path(reference).exists():
+        raise MrisrError(f"--reference {reference}: no such file or folder")
+    if method == "spline":
         raise MrisrError("--reference guides the network, but --method is spline (which cannot use it); drop "
                          "--reference or use --method cnn")
 
 
-def _plan(inputs: list[Path], settings: Any, output: Path | None, output_dir: Path | None, suffix: str,
+def _plan(inputs: list[Path], settings: BatchSettings, output: Path | None, output_dir: Path | None, suffix: str,
           shard: tuple[int, int] | None) -> tuple[list, Any]:
     from mrisr.pipeline.batch import ensure_dataset_description, preflight, prepare_model
     from mrisr.pipeline.jobs import plan_batch
 
-    if settings.reference is not None:
+    if settings.options.reference is not None:
         _check_one_input(inputs)
     jobs = plan_batch(inputs, output=output, output_dir=output_dir, suffix=suffix, shard=shard,
                       force=settings.force, settings=settings)
@@ -459,13 +463,13 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
-def _warn_shared_device(settings: Any, n_jobs: int, console: Any) -> None:
+def _warn_shared_device(settings: BatchSettings, n_jobs: int, console: Any) -> None:
     """--jobs is for CPU runs: say so when several inputs would share one GPU."""
-    if settings.method != "cnn":
+    if settings.options.method != "cnn":
         return
     from mrisr.inference.device import resolve_device
 
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.options.device)
     if device.type != "cpu":
         print_warning(f"--jobs {n_jobs} runs {n_jobs} inputs at once on one {device.type} device; they share its "
                       "memory and are rarely faster than --jobs 1 there (--jobs is meant for CPU runs)", console)

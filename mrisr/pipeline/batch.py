@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -70,8 +69,8 @@ def preflight(jobs: Sequence[Job], settings: BatchSettings) -> None:
         if header is None:
             continue  # let the reader report what is wrong with the file
         try:
-            plan_grid(header[0], header[1], spacing=settings.spacing, factor=settings.factor,
-                      max_voxels=settings.max_voxels)
+            plan_grid(header[0], header[1], spacing=settings.options.spacing, factor=settings.options.factor,
+                      max_voxels=settings.options.max_voxels)
         except GridTooLargeError as exc:
             raise GridTooLargeError(f"{job.input}: {exc}; choose a larger spacing (or a smaller factor)") from None
         except GridSizeError as exc:
@@ -117,12 +116,12 @@ def prepare_model(settings: BatchSettings) -> Any:
         ModelError: also for a guided model without ``settings.reference``,
             or a single-input model with one.
     """
-    if settings.method != "cnn":
+    if settings.options.method != "cnn":
         return None
     from mrisr.inference.engine import check_model_channels
 
-    loaded = load_model_once(settings.model)
-    check_model_channels(loaded, settings.reference is not None)
+    loaded = load_model_once(settings.options.model)
+    check_model_channels(loaded, settings.options.guided)
     return loaded
 
 
@@ -172,34 +171,28 @@ def _process(job: Job, settings: BatchSettings, model: Any,
     from mrisr.io.read import load_volume
     from mrisr.io.writer import check_output_path, save_volume
 
+    options = settings.options
     if settings.qc:
         from mrisr.evaluation.qc import require_matplotlib
 
         require_matplotlib()  # before any work: the input fails with the install hint
     make_output_dir(job.output.parent)
     # Refuse an unwritable destination before reading and upscaling (the writer checks again).
-    inputs = (job.input,) if settings.reference is None else (job.input, Path(settings.reference))
+    inputs = (job.input,) if options.reference is None else (job.input, Path(options.reference))
     check_output_path(job.output, force=settings.force, inputs=inputs)
-    if settings.uncertainty:
+    if options.uncertainty:
         check_output_path(std_path(job.output), force=settings.force, inputs=(job.input,))
-    if settings.register == "rigid":
+    if options.register == "rigid":
         check_output_path(transform_path(job.output), force=settings.force, suffixes=(".tfm",))
     t0 = time.perf_counter()
-    volume = load_volume(job.input, series=settings.series, nan_to_num=settings.nan_to_num,
-                         allow_uneven=settings.allow_uneven)
-    reference = None
-    if settings.reference is not None:
-        reference = load_volume(settings.reference, nan_to_num=settings.nan_to_num,
-                                allow_uneven=settings.allow_uneven)
+    volume = load_volume(job.input, series=options.series, nan_to_num=options.nan_to_num,
+                         allow_uneven=options.allow_uneven)
+    loaded: dict[str, Any] = {} if model is None else {"model": model}  # the model loaded once for the batch
+    if options.reference is not None:
+        loaded["reference"] = load_volume(options.reference, nan_to_num=options.nan_to_num,
+                                          allow_uneven=options.allow_uneven)
     t_read = time.perf_counter() - t0
-    result = upscale_volume(
-        volume, spacing=settings.spacing, factor=settings.factor, method=settings.method, order=settings.order,
-        model=model if model is not None else settings.model, device=settings.device,
-        precision=settings.precision, patch_size=settings.patch_size, batch_size=settings.batch_size,
-        threads=settings.threads, antialias=settings.antialias, max_voxels=settings.max_voxels,
-        progress=progress, consistency=settings.consistency, consistency_psf=settings.consistency_psf,
-        uncertainty=settings.uncertainty, ensemble=settings.ensemble, reference=reference,
-        register=settings.register, adapt=settings.adapt)
+    result = upscale_volume(volume, options, progress=progress, **loaded)
     data, affine, report = result
     t0 = time.perf_counter()
     save_volume(data, affine, job.output, template=volume, dtype=settings.dtype, force=settings.force,
@@ -237,8 +230,9 @@ def _make_qc(job: Job, settings: BatchSettings, volume: Any, data: Any, affine: 
     try:
         spline = None
         if report.method != "spline":  # recompute the interpolation the network started from (cheap)
-            grid = plan_grid(volume.affine, volume.data.shape, spacing=settings.spacing, factor=settings.factor,
-                             max_voxels=settings.max_voxels)
+            opts = settings.options
+            grid = plan_grid(volume.affine, volume.data.shape, spacing=opts.spacing, factor=opts.factor,
+                             max_voxels=opts.max_voxels)
             first = volume.data if volume.data.ndim == 3 else volume.data[..., 0]
             spline = resample_to_grid(first, grid, order=report.order, antialias=report.antialias)
         job.qc = qc_picture(volume, Volume(data, affine), qc_path(job.output), spline=spline, method=report.method,
@@ -288,7 +282,7 @@ def iter_jobs(jobs: Iterable[Job], settings: BatchSettings, model: Any = None, *
     heavy work releases the GIL (torch's convolutions, numpy's and
     scipy.ndimage's loops, zlib, hashing), the model is loaded once and shared,
     and records and callbacks need no pickling. Each job's network runs with
-    ``settings.threads`` or else :func:`threads_per_job` torch threads (set per
+    ``settings.options.threads`` or else :func:`threads_per_job` torch threads (set per
     worker thread, which is what torch's OpenMP pool follows), so the jobs
     share the cores instead of each taking all of them. Every output, sidecar
     and record is what a sequential run writes, apart from timings and, for
@@ -321,9 +315,9 @@ def iter_jobs(jobs: Iterable[Job], settings: BatchSettings, model: Any = None, *
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    if settings.method == "cnn":
-        if settings.threads is None:
-            settings = dataclasses.replace(settings, threads=threads_per_job(workers))
+    if settings.options.method == "cnn":
+        if settings.options.threads is None:
+            settings = settings.with_options(threads=threads_per_job(workers))
         model = model if model is not None else prepare_model(settings)
         _share_model(model, settings)
     stop = threading.Event()
@@ -369,7 +363,7 @@ def _share_model(model: Any, settings: BatchSettings) -> None:
     from mrisr.inference.device import resolve_device
     from mrisr.inference.engine import prepare_network
 
-    prepare_network(model.network, resolve_device(settings.device))
+    prepare_network(model.network, resolve_device(settings.options.device))
 
 
 __all__ = ["DATASET_DESCRIPTION", "preflight", "prepare_model", "ensure_dataset_description", "run_job", "iter_jobs",

@@ -1,7 +1,8 @@
 """The settings of :func:`mrisr.upscale` checked before any work: spacing or factor, method and model,
 reference and registration, consistency and ensemble, adaptation; and the output grid (:func:`plan_grid`).
 
-Each check runs before any file is read, so bad values fail fast (the command line's exit code 2).
+Each check runs before any file is read, so bad values fail fast (the command line's exit code 2):
+:class:`mrisr.pipeline.settings.UpscaleOptions` runs them when it is built.
 """
 
 from __future__ import annotations

@@ -94,13 +94,14 @@ def _portable(job: Job) -> Job:
 
 def _portable_settings(settings: BatchSettings, n_workers: int | None) -> BatchSettings:
     changes: dict[str, Any] = {}
-    if settings.reference is not None:
-        changes["reference"] = Path(settings.reference).absolute()
-    if isinstance(settings.model, (str, Path)) and Path(settings.model).exists():
-        changes["model"] = str(Path(settings.model).absolute())
-    if settings.method == "cnn" and settings.threads is None and n_workers:
+    options = settings.options
+    if options.reference is not None:
+        changes["reference"] = Path(options.reference).absolute()
+    if isinstance(options.model, (str, Path)) and Path(options.model).exists():
+        changes["model"] = str(Path(options.model).absolute())
+    if options.method == "cnn" and options.threads is None and n_workers:
         changes["threads"] = threads_per_job(n_workers)  # N local processes share this machine's cores
-    return dataclasses.replace(settings, **changes)
+    return settings.with_options(**changes) if changes else settings
 
 
 def run_on_worker(job: Job, settings: BatchSettings) -> Job:
@@ -108,7 +109,7 @@ def run_on_worker(job: Job, settings: BatchSettings) -> Job:
     from mrisr.pipeline.settings import output_settings, settings_fingerprint
 
     model = None
-    if settings.method == "cnn":
+    if settings.options.method == "cnn":
         key = settings_fingerprint(output_settings(settings)) or ""
         if _WORKER_MODEL.get("key") != key:
             _WORKER_MODEL.clear()

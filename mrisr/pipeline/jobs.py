@@ -272,7 +272,7 @@ def plan_batch(paths: Iterable[str | Path], *, output: str | Path | None = None,
             :func:`name_outputs`). Planning writes nothing.
     """
     jobs = name_outputs(expand_inputs(paths), output=output, output_dir=output_dir, suffix=suffix,
-                        series=None if settings is None else settings.series)
+                        series=None if settings is None else settings.options.series)
     return prepare_jobs(jobs, shard=shard, force=force, settings=settings)
 
 

@@ -7,14 +7,16 @@ The JSON sidecar of ``mrisr upscale`` is ``report.to_dict()`` plus the settings;
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
-
+    from mrisr.geometry.grid import TargetGrid
+    from mrisr.pipeline.settings import UpscaleOptions
+    from mrisr.volume import Volume
 
 
 #: Stages whose wall-clock time an :class:`UpscaleReport` records (seconds).
@@ -101,6 +103,56 @@ class UpscaleReport:
     ood: dict | None = None
     reference: dict | None = None
     adapt: dict | None = None
+
+    @classmethod
+    def for_grid(cls, volume: Volume, grid: TargetGrid, options: UpscaleOptions) -> UpscaleReport:
+        """The report of upscaling ``volume`` onto ``grid`` with ``options``, before any work: the input, the
+        output grid, the interpolation and the reader's warnings; the stages fill in the rest."""
+        shape = list(np.shape(volume.data))
+        return cls(
+            input=None if volume.path is None else str(volume.path),
+            input_shape=[int(v) for v in shape],
+            input_spacing=[float(v) for v in volume.spacing],
+            output_shape=[*grid.shape, *shape[3:]],
+            output_spacing=[float(v) for v in grid.spacing],
+            output_affine=grid.affine.tolist(),
+            method=options.method, order=int(options.order), antialias=bool(options.antialias),  # type: ignore[arg-type]
+            n_volumes=1 if len(shape) == 3 else int(shape[3]),
+            warnings=list(volume.warnings),
+        )
+
+    def warn(self, *messages: str, once: bool = False) -> None:
+        """Add plain-language warnings; with ``once``, only those not there yet."""
+        for message in messages:
+            if not once or message not in self.warnings:
+                self.warnings.append(message)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to the wall-clock time of ``stage``."""
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def add_network(self, seconds: float, stats: Iterable[Any]) -> None:
+        """A run of the network: its time, and what each pass's engine resolved (device, precision, patch and
+        batch sizes, halo, threads), counted (patches run and skipped) and warned about.
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> r = UpscaleReport(None, [2, 2, 2], [2.0] * 3, [4, 4, 4], [1.0] * 3,
+            ...                   np.eye(4).tolist(), "cnn", 3, True, 1)
+            >>> r.add_network(1.5, [SimpleNamespace(device="cpu", n_patches=8, n_skipped=2, warnings=["w"])] * 2)
+            >>> r.timings["network"], r.device, r.patches_run, r.patches_skipped, r.warnings
+            (1.5, 'cpu', 12, 4, ['w'])
+        """
+        self.add_time("network", seconds)
+        for st in stats:
+            for name in ("device", "precision", "patch_size", "batch_size", "halo", "threads"):
+                value = getattr(st, name, None)
+                if value is not None:
+                    setattr(self, name, jsonable_keep_nan(value))
+            skipped = int(getattr(st, "n_skipped", 0) or 0)
+            self.patches_run += int(getattr(st, "n_patches", 0) or 0) - skipped
+            self.patches_skipped += skipped
+            self.warn(*(getattr(st, "warnings", None) or []), once=True)
 
     def to_dict(self) -> dict:
         """A JSON-ready copy (plain lists, floats and strings).

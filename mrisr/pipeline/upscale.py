@@ -30,29 +30,20 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mrisr.errors import InputError, MrisrError
-from mrisr.geometry.grid import DEFAULT_MAX_VOXELS, TargetGrid
+from mrisr.geometry.grid import TargetGrid
 from mrisr.geometry.resample import resample_to_grid
-from mrisr.pipeline.checks import (
-    check_adapt_args,
-    check_guide_args,
-    check_learned,
-    check_order,
-    check_spacing_args,
-    check_trust_args,
-    load_model_once,
-    plan_grid,
-    resolve_consistency,
-    resolve_method,
-)
-from mrisr.pipeline.report import UpscaleReport, UpscaleResult, jsonable_keep_nan
+from mrisr.pipeline.checks import check_learned, load_model_once, plan_grid
+from mrisr.pipeline.report import UpscaleReport, UpscaleResult
+from mrisr.pipeline.settings import UpscaleOptions, make_options
 from mrisr.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,55 +61,19 @@ _INTERP_SHARE_CNN = 0.1
 ProgressCallback = Callable[[float, int], None]
 
 
-def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = None,
-                   factor: float | Sequence[float] | None = None, method: str | None = None, order: int = 3,
-                   model: Any = None, device: str = "auto", precision: str = "auto",
-                   patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
-                   threads: int | None = None, antialias: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS,
-                   progress: ProgressCallback | None = None, consistency: bool | None = None,
-                   consistency_psf: str = "auto", uncertainty: bool = False,
-                   ensemble: str | None = None, reference: Any = None,
-                   register: str | None = None, adapt: Any = None) -> UpscaleResult:
+def upscale_volume(volume: Volume, options: UpscaleOptions | None = None, *,
+                   progress: ProgressCallback | None = None, **settings: Any) -> UpscaleResult:
     """Upscale an in-memory volume onto the geometry contract's grid.
 
     Args:
         volume: The image (3D, or 4D with volumes last).
-        spacing: Target voxel size(s) in mm: one value (isotropic) or three
-            (per voxel axis i, j, k). Exactly one of ``spacing``/``factor``.
-        factor: Refinement factor(s): 2 halves every voxel size.
-        method: ``"cnn"``, ``"spline"``, or ``None`` (cnn when a model is
-            available).
-        order: B-spline order 0 (nearest) to 5; 3 (cubic) by default.
-        model: Model name, path or loaded model (``None``: the default model).
-        device, precision, patch_size, batch_size, threads: Network settings,
-            passed to :func:`mrisr.inference.engine.enhance` (``method="cnn"`` only).
-        antialias: Smooth axes made coarser before sampling.
-        max_voxels: Refuse outputs larger than this (per volume).
+        options: The settings, checked (:class:`~mrisr.pipeline.settings.UpscaleOptions`: spacing or factor,
+            method, model, order, network, consistency, ensemble, reference, adaptation...).
         progress: ``progress(done, total)`` in volumes, called as work advances.
-        consistency: Project the result onto the images whose simulated
-            acquisition equals the input, above the input's noise
-            (:mod:`mrisr.trust.consistency`), and report the consistency errors.
-            ``None`` (default): on with the network, off for the spline
-            (:func:`resolve_consistency`).
-        consistency_psf: Acquisition PSF of that projection: ``auto``
-            (default: the PSF that best explains the input), ``box``,
-            ``gaussian``, ``kspace`` or ``slice``.
-        uncertainty: Run the network under the 8 flips (:mod:`mrisr.inference.ensemble`)
-            and return their voxel-wise std as ``result.std`` (cnn only).
-        ensemble: ``"mean"`` or ``"median"``: how the 8 flips are combined
-            (given alone, runs the flip ensemble without keeping the std);
-            ``None``: one pass, or ``"mean"`` with ``uncertainty``.
-        reference: A finer scan of the same head (path, nibabel image or
-            :class:`~mrisr.volume.Volume`, 3D) for a guided model: resampled
-            onto the output grid through world coordinates and fed to the
-            network as a second channel (``docs/guided.md``). Without
-            ``model``, the shipped guided model is used.
-        register: ``"none"`` (default: trust the headers) or ``"rigid"``:
-            register the reference to the input first
-            (:func:`mrisr.trust.registration.register_rigid`).
-        adapt: Per-scan adaptation (:mod:`mrisr.inference.adapt`): seconds of
-            fine-tuning on pairs made from the input, or an
-            :class:`~mrisr.inference.adapt.AdaptOptions`; ``None``: off (cnn only).
+        **settings: The fields of :class:`~mrisr.pipeline.settings.UpscaleOptions` as keywords
+            (``spacing=1, method="spline"``): the options, or changes to ``options`` when it is given too. The
+            reading settings (``series``, ``nan_to_num``, ``allow_uneven``) do not apply to an image in memory;
+            ``reference`` is a path, a nibabel image or a :class:`~mrisr.volume.Volume` (3D).
 
     Returns:
         ``UpscaleResult(data, affine, report)``: float32 data of shape
@@ -137,38 +92,34 @@ def upscale_volume(volume: Volume, *, spacing: float | Sequence[float] | None = 
         >>> data, affine, report = upscale_volume(v, factor=2, method="spline")
         >>> data.shape, report.n_volumes
         ((8, 8, 8, 2), 2)
+        >>> opts = UpscaleOptions(factor=2, method="spline", order=1)
+        >>> upscale_volume(v, opts).report.order, upscale_volume(v, opts, order=0).report.order
+        (1, 0)
     """
-    check_spacing_args(spacing, factor)
-    order = check_order(order)
-    method, model = resolve_method(method, model, guided=reference is not None)
-    consistency = resolve_consistency(consistency, method)
-    ensemble = check_trust_args(method, consistency, consistency_psf, uncertainty, ensemble)
-    register = check_guide_args(reference is not None, register, ensemble)
-    adapt = check_adapt_args(adapt, method, reference is not None)
+    options = make_options(options, **settings)
     data = np.asarray(volume.data)
     if data.ndim not in (3, 4):
         raise InputError(volume.path, f"expected a 3D or 4D image, got {data.ndim} dimensions {data.shape}")
-    grid = plan_grid(volume.affine, data.shape, spacing=spacing, factor=factor, max_voxels=max_voxels)
-    report = _new_report(volume, grid, method, order, antialias)
+    grid = plan_grid(volume.affine, data.shape, spacing=options.spacing, factor=options.factor,
+                     max_voxels=options.max_voxels)
+    report = UpscaleReport.for_grid(volume, grid, options)
     loaded = None
-    engine_kw: dict[str, Any] = dict(device=device, precision=precision, patch_size=patch_size,
-                                     batch_size=batch_size, threads=threads)
-    if method == "cnn":
+    engine_kw = options.engine_settings()
+    if options.method == "cnn":
         from mrisr.inference.engine import check_model_channels
 
-        loaded = load_model_once(model)
-        check_model_channels(loaded, reference is not None)
+        loaded = load_model_once(options.model)
+        check_model_channels(loaded, options.guided)
         check_learned(loaded, grid)
-        _describe_model(report, loaded, grid, device, precision, patch_size, batch_size, threads)
+        _describe_model(report, loaded, grid, options)
         _check_input(report, data)
-        if reference is not None:
-            engine_kw["reference"] = _guide(volume, grid, reference, register, report)
-        if adapt is not None:
-            loaded, progress = _adapt(loaded, data, grid, adapt, report, threads, progress)
+        if options.guided:
+            engine_kw["reference"] = _guide(volume, grid, options.reference, options.register, report)
+        if options.adapt_options is not None:
+            loaded, progress = _adapt(loaded, data, grid, options.adapt_options, report, options.threads, progress)
     maps: dict[str, np.ndarray] = {}
-    out = _run_volumes(data, grid, report, loaded, order, antialias, progress, engine_kw,
-                       consistency=consistency_psf if consistency else None, ensemble=ensemble, maps=maps)
-    return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if uncertainty else None)
+    out = _run_volumes(data, grid, report, loaded, options, progress, engine_kw, maps=maps)
+    return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if options.uncertainty else None)
 
 
 #: Share of the progress bar that per-scan adaptation takes.
@@ -186,10 +137,10 @@ def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: U
     t0 = time.perf_counter()
     adapted, info = adapt_model(loaded, data if data.ndim == 3 else data[..., 0],
                                 tuple(1.0 / r for r in grid.ratios), opts, progress=on_adapt, threads=threads)
-    report.timings["adapt"] = time.perf_counter() - t0
+    report.add_time("adapt", time.perf_counter() - t0)
     report.adapt = info.to_dict()
     if info.kept != "adapted":
-        report.warnings.append(f"--adapt: {info.reason}")
+        report.warn(f"--adapt: {info.reason}")
     rest = None if progress is None else (lambda done, total: progress(ADAPT_SHARE * total
                                                                         + (1 - ADAPT_SHARE) * done, total))
     return adapted, rest
@@ -202,15 +153,14 @@ def _guide(volume: Volume, grid: TargetGrid, reference: Any, register: str, repo
     t0 = time.perf_counter()
     ref = as_reference(as_volume(reference))
     check_reference_spacing(ref.affine, grid, ref.path)  # before a registration that would be wasted
-    for w in ref.warnings:
-        report.warnings.append(f"reference: {w}")
+    report.warn(*(f"reference: {w}" for w in ref.warnings))
     transform, extra = None, {"register": register}
     if register == "rigid":
         transform, extra = _register(volume, ref, grid, report)
     guide = resample_reference(ref, grid, transform=transform)
     guide.extra.update(extra)
     report.reference = guide.describe()
-    report.timings["reference"] = time.perf_counter() - t0
+    report.add_time("reference", time.perf_counter() - t0)
     return guide.data
 
 
@@ -229,10 +179,10 @@ def _register(volume: Volume, ref: Volume, grid: TargetGrid, report: UpscaleRepo
     centre = grid.affine @ np.r_[(np.asarray(grid.shape) - 1) / 2.0, 1.0]
     moved = describe_rigid(transform, centre[:3])
     if moved["rotation_deg"] > LARGE_ROTATION_DEG or moved["translation_mm"] > LARGE_TRANSLATION_MM:
-        report.warnings.append(f"the rigid registration moved the reference by {moved['rotation_deg']:.1f} degrees "
-                               f"and {moved['translation_mm']:.1f} mm: more than head motion within a session "
-                               "usually is; check the alignment (the transform is in the sidecar)")
-    report.timings["register"] = time.perf_counter() - t0
+        report.warn(f"the rigid registration moved the reference by {moved['rotation_deg']:.1f} degrees "
+                    f"and {moved['translation_mm']:.1f} mm: more than head motion within a session "
+                    "usually is; check the alignment (the transform is in the sidecar)")
+    report.add_time("register", time.perf_counter() - t0)
     return transform, {"register": "rigid", **moved, "transform_file": None}
 
 
@@ -242,28 +192,10 @@ def _check_input(report: UpscaleReport, data: np.ndarray) -> None:
 
     assessment = assess_input(data if data.ndim == 3 else data[..., 0])
     report.ood = assessment.to_dict()
-    for w in assessment.warnings:
-        if w not in report.warnings:
-            report.warnings.append(w)
+    report.warn(*assessment.warnings, once=True)
 
 
-def _new_report(volume: Volume, grid: TargetGrid, method: str, order: int, antialias: bool) -> UpscaleReport:
-    shape = list(np.shape(volume.data))
-    return UpscaleReport(
-        input=None if volume.path is None else str(volume.path),
-        input_shape=[int(v) for v in shape],
-        input_spacing=[float(v) for v in volume.spacing],
-        output_shape=[*grid.shape, *shape[3:]],
-        output_spacing=[float(v) for v in grid.spacing],
-        output_affine=grid.affine.tolist(),
-        method=method, order=order, antialias=bool(antialias),
-        n_volumes=1 if len(shape) == 3 else int(shape[3]),
-        warnings=list(volume.warnings),
-    )
-
-
-def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, device: str, precision: str,
-                    patch_size: Any, batch_size: int | None, threads: int | None) -> None:
+def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, options: UpscaleOptions) -> None:
     from mrisr.inference.registry import custom_model_warning, range_warnings
 
     report.model = loaded.name
@@ -271,16 +203,16 @@ def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, device
     folder = getattr(loaded, "path", None)
     report.model_path = None if folder is None else str(folder)
     if (warning := custom_model_warning(loaded)) is not None:
-        report.warnings.append(warning)
-    report.device, report.precision = device, precision
-    report.patch_size, report.batch_size, report.threads = patch_size, batch_size, threads
-    report.warnings += range_warnings(loaded.card, report.input_spacing, grid.spacing)
+        report.warn(warning)
+    for name, value in options.engine_settings().items():  # what was asked; the engine's stats say what ran
+        setattr(report, name, value)
+    report.warn(*range_warnings(loaded.card, report.input_spacing, grid.spacing))
 
 
-def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, order: int,
-                 antialias: bool, progress: ProgressCallback | None, engine_kw: dict, *,
-                 consistency: str | None = None, ensemble: str | None = None,
-                 maps: dict | None = None) -> np.ndarray:
+def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, options: UpscaleOptions,
+                 progress: ProgressCallback | None, engine_kw: dict, *, maps: dict | None = None) -> np.ndarray:
+    order, antialias, ensemble = options.order, options.antialias, options.ensemble
+    consistency = options.consistency_psf if options.consistency else None
     n = report.n_volumes
     out = np.empty(tuple(grid.shape) + tuple(data.shape[3:]), dtype=np.float32)
     interp_share = 1.0 if loaded is None else _INTERP_SHARE_CNN
@@ -308,7 +240,7 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
             t0 = time.perf_counter()
             result = resample_to_grid(vol, grid, order=order, antialias=antialias,
                                       progress=lambda k: ticker.add(k * interp_share / 3))
-            report.timings["interpolate"] += time.perf_counter() - t0
+            report.add_time("interpolate", time.perf_counter() - t0)
             spline = result if tracker is not None else None
             network = None
             if loaded is not None:
@@ -327,7 +259,7 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
         if tracker is not None:
             t0 = time.perf_counter()
             result = tracker(vol, spline, network)
-            report.timings["consistency"] = report.timings.get("consistency", 0.0) + time.perf_counter() - t0
+            report.add_time("consistency", time.perf_counter() - t0)
             spline = network = None
         if data.ndim == 3:
             out[...] = result
@@ -352,12 +284,7 @@ def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleRep
     from mrisr.inference.upsampling import upscale_learned, upscale_learned_ensemble
 
     t0 = time.perf_counter()
-
-    def on_tiles(done: int, total: int) -> None:
-        if total:
-            ticker.set(0.9 * min(done / total, 1.0))
-
-    kw = {"order": order, "antialias": antialias, "progress": on_tiles, **engine_kw}
+    kw = {"order": order, "antialias": antialias, "progress": ticker.within(0.9), **engine_kw}
     std = summary = None
     if combine is None:
         result, stats = upscale_learned(vol, grid, loaded, **kw)
@@ -365,9 +292,7 @@ def _upsample(vol: np.ndarray, grid: TargetGrid, loaded: Any, report: UpscaleRep
     else:
         result, std, ens = upscale_learned_ensemble(vol, grid, loaded, combine, **kw)
         engine_stats, summary = ens.engine, {"passes": ens.passes, **ens.std}
-    report.timings["network"] += time.perf_counter() - t0
-    for st in engine_stats:
-        _merge_stats(report, st)
+    report.add_network(time.perf_counter() - t0, engine_stats)
     return result, std, summary
 
 
@@ -377,16 +302,8 @@ def _enhance_ensemble(data3d: np.ndarray, loaded: Any, report: UpscaleReport, en
     from mrisr.inference.ensemble import flip_ensemble
 
     t0 = time.perf_counter()
-    start = ticker.done
-
-    def on_patches(done: int, total: int) -> None:
-        if total:
-            ticker.set(start + share * min(done / total, 1.0))
-
-    result, std, stats = flip_ensemble(data3d, loaded, combine=combine, progress=on_patches, **engine_kw)
-    report.timings["network"] += time.perf_counter() - t0
-    for st in stats.engine:
-        _merge_stats(report, st)
+    result, std, stats = flip_ensemble(data3d, loaded, combine=combine, progress=ticker.within(share), **engine_kw)
+    report.add_network(time.perf_counter() - t0, stats.engine)
     return result, std, {"passes": stats.passes, **stats.std}
 
 
@@ -404,30 +321,9 @@ def _enhance(data3d: np.ndarray, loaded: Any, report: UpscaleReport, engine_kw: 
     from mrisr.inference.engine import enhance
 
     t0 = time.perf_counter()
-    start = ticker.done
-
-    def on_patches(done: int, total: int) -> None:
-        if total:
-            ticker.set(start + share * min(done / total, 1.0))
-
-    result, stats = enhance(data3d, loaded, progress=on_patches, **engine_kw)
-    report.timings["network"] += time.perf_counter() - t0
-    _merge_stats(report, stats)
+    result, stats = enhance(data3d, loaded, progress=ticker.within(share), **engine_kw)
+    report.add_network(time.perf_counter() - t0, [stats])
     return np.asarray(result, dtype=np.float32)
-
-
-def _merge_stats(report: UpscaleReport, stats: Any) -> None:
-    """Copy what the engine resolved (device, precision...) and counted into the report."""
-    for name in ("device", "precision", "patch_size", "batch_size", "halo", "threads"):
-        value = getattr(stats, name, None)
-        if value is not None:
-            setattr(report, name, jsonable_keep_nan(value))
-    skipped = int(getattr(stats, "n_skipped", 0) or 0)
-    report.patches_run += int(getattr(stats, "n_patches", 0) or 0) - skipped
-    report.patches_skipped += skipped
-    for w in getattr(stats, "warnings", None) or []:
-        if w not in report.warnings:
-            report.warnings.append(w)
 
 
 class _Ticker:
@@ -446,6 +342,16 @@ class _Ticker:
 
     def finish(self) -> None:
         self.set(1.0)
+
+    def within(self, share: float) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback of a stage that takes the next ``share`` of this volume."""
+        start = self.done
+
+        def on_progress(done: int, total: int) -> None:
+            if total:
+                self.set(start + share * min(done / total, 1.0))
+
+        return on_progress
 
 
 def as_volume(image: Any, *, series: str | None = None, nan_to_num: bool = False,
@@ -502,51 +408,40 @@ def to_nifti(data: np.ndarray, affine: np.ndarray, template: Volume | None = Non
     return img
 
 
-def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
-            factor: float | Sequence[float] | None = None, method: str | None = None, order: int = 3,
-            model: Any = None, device: str = "auto", precision: str = "auto",
-            patch_size: int | Sequence[int] | None = None, batch_size: int | None = None,
-            threads: int | None = None, antialias: bool = True, series: str | None = None,
-            nan_to_num: bool = False, allow_uneven: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS,
-            progress: ProgressCallback | None = None, consistency: bool | None = None, consistency_psf: str = "auto",
-            uncertainty: bool = False, ensemble: str | None = None, reference: Any = None,
-            register: str | None = None, adapt: Any = None) -> nib.Nifti1Image:
+def upscale(image: Any, options: UpscaleOptions | None = None, *, progress: ProgressCallback | None = None,
+            **settings: Any) -> nib.Nifti1Image:
     """Super-resolve an MRI image to a target voxel size.
 
     Args:
         image: A NIfTI file or DICOM folder path, a nibabel image or a
             :class:`~mrisr.volume.Volume`.
-        spacing: Target voxel size(s) in mm, one value or three (voxel axes
-            i, j, k). Exactly one of ``spacing`` and ``factor``.
-        factor: Refinement factor(s) (2 halves every voxel size).
-        method: ``"cnn"``, ``"spline"`` or ``None`` (cnn if a model is available).
-        order: B-spline order, 0 to 5 (3 = cubic).
-        model: Model name or path (``None``: the default model).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; network only.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; network only.
-        patch_size: Network patch size (voxels); ``None`` chooses.
-        batch_size: Patches per network batch; ``None`` chooses.
-        threads: CPU threads for the network; ``None`` chooses.
-        antialias: Smooth axes that are made coarser before sampling.
-        series: DICOM series UID when a folder holds several.
-        nan_to_num: Replace NaN/Inf input values with 0 instead of refusing.
-        allow_uneven: Accept DICOM slices with uneven spacing.
-        max_voxels: Refuse outputs larger than this (voxels per volume).
+        options: The settings, checked (:class:`~mrisr.pipeline.settings.UpscaleOptions`), or ``None``.
         progress: ``progress(done, total)`` in volumes.
-        consistency: Project the result onto the images consistent with the
-            input (``docs/trust.md``); ``consistency_psf`` names the PSF.
-            ``None`` (default): on with the network, off for the spline.
-        uncertainty: Flip ensemble of the network with its std map.
-        ensemble: ``"mean"`` or ``"median"`` of the 8 flips (see
-            :func:`upscale_volume`).
-        reference: A finer scan of the same head (file path, nibabel image
-            or Volume) guiding a guided model (``docs/guided.md``); read
-            like ``image`` (``nan_to_num``, ``allow_uneven`` apply).
-        register: ``"none"`` (default) or ``"rigid"``: register the
-            reference to the input first.
-        adapt: Seconds of per-scan adaptation (:mod:`mrisr.inference.adapt`; about
-            60-120 on two CPU cores), or an :class:`~mrisr.inference.adapt.AdaptOptions`;
-            ``None``: off.
+        **settings: The fields of :class:`~mrisr.pipeline.settings.UpscaleOptions` as keywords (or changes
+            to ``options``):
+
+            - ``spacing``: target voxel size(s) in mm, one value or three (voxel axes
+              i, j, k); or ``factor``: refinement factor(s) (2 halves every voxel size). Exactly one.
+            - ``method``: ``"cnn"``, ``"spline"`` or ``None`` (cnn if a model is available);
+              ``model``: model name or path (``None``: the default model); ``order``: B-spline
+              order, 0 to 5 (3 = cubic); ``antialias``: smooth axes that are made coarser before sampling.
+            - ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``), ``precision``
+              (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``), ``patch_size``, ``batch_size``,
+              ``threads``: the network's (``None`` chooses).
+            - ``series``: DICOM series UID when a folder holds several; ``nan_to_num``: replace NaN/Inf
+              input values with 0 instead of refusing; ``allow_uneven``: accept DICOM slices with uneven
+              spacing; ``max_voxels``: refuse outputs larger than this (voxels per volume).
+            - ``consistency``: project the result onto the images consistent with the
+              input (``docs/trust.md``; ``None``, the default: on with the network, off for the spline);
+              ``consistency_psf`` names the PSF.
+            - ``uncertainty``: flip ensemble of the network with its std map; ``ensemble``: ``"mean"`` or
+              ``"median"`` of the 8 flips (see :func:`upscale_volume`).
+            - ``reference``: a finer scan of the same head (file path, nibabel image
+              or Volume) guiding a guided model (``docs/guided.md``); read
+              like ``image`` (``nan_to_num``, ``allow_uneven`` apply). ``register``: ``"none"`` (default)
+              or ``"rigid"``: register the reference to the input first.
+            - ``adapt``: seconds of per-scan adaptation (:mod:`mrisr.inference.adapt`; about
+              60-120 on two CPU cores), or an :class:`~mrisr.inference.adapt.AdaptOptions`; ``None``: off.
 
     Returns:
         A ``nibabel.Nifti1Image`` in float32 on the contract grid (affine
@@ -565,24 +460,15 @@ def upscale(image: Any, *, spacing: float | Sequence[float] | None = None,
         >>> out.shape, [float(z) for z in out.header.get_zooms()]
         ((10, 10, 15), [1.0, 1.0, 1.0])
     """
-    check_spacing_args(spacing, factor)
-    check_order(order)
-    guided = reference is not None
-    resolved = resolve_method(method, model, guided=guided)[0]
-    check_guide_args(guided, register, check_trust_args(  # fail on a bad method or option before reading anything
-        resolved, consistency, consistency_psf, uncertainty, ensemble))
-    check_adapt_args(adapt, resolved, guided)
+    options = make_options(options, **settings)  # fails on a bad setting before reading anything
     t0 = time.perf_counter()
-    volume = as_volume(image, series=series, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
-    if guided:
-        reference = as_volume(reference, nan_to_num=nan_to_num, allow_uneven=allow_uneven)
+    volume = as_volume(image, series=options.series, nan_to_num=options.nan_to_num,
+                       allow_uneven=options.allow_uneven)
+    if options.guided:
+        options = dataclasses.replace(options, reference=as_volume(options.reference, nan_to_num=options.nan_to_num,
+                                                                    allow_uneven=options.allow_uneven))
     read_time = time.perf_counter() - t0
-    result = upscale_volume(
-        volume, spacing=spacing, factor=factor, method=method, order=order, model=model, device=device,
-        precision=precision, patch_size=patch_size, batch_size=batch_size, threads=threads,
-        antialias=antialias, max_voxels=max_voxels, progress=progress, consistency=consistency,
-        consistency_psf=consistency_psf, uncertainty=uncertainty, ensemble=ensemble, reference=reference,
-        register=register, adapt=adapt)
+    result = upscale_volume(volume, options, progress=progress)
     data, affine, report = result
     report.timings["read"] = read_time if isinstance(image, (str, Path)) else 0.0
     img = to_nifti(data, affine, template=volume)
