@@ -31,3 +31,7 @@ DTYPES = ("float32", "float64", "input", "uint8", "int8", "int16", "uint16", "in
 CLI_DTYPES = ("float32", "input")
 #: Output suffixes the writer accepts.
 OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+#: Training losses (``train.loss``; ``auto``: the architecture's paper's, :mod:`mrisr.training.trainables`).
+LOSSES = ("l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl")
+#: Arithmetic precisions of training (``train.precision``; a subset of :data:`PRECISIONS`).
+TRAIN_PRECISIONS = ("bf16", "fp32")

@@ -27,6 +27,7 @@ from typing import Any, Union, get_type_hints
 
 from mrisr.errors import ConfigError
 from mrisr.inference.intensity import NORMALISATIONS
+from mrisr.options import LOSSES, TRAIN_PRECISIONS
 from mrisr.training.trainables import TRAINABLE
 
 
@@ -181,8 +182,8 @@ _CHOICES = {
     "data.reference": ("", "t1"),
     "data.normalisation": tuple(NORMALISATIONS),
     "model.arch": TRAINABLE,
-    "train.loss": ("auto", "l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl"),
-    "train.precision": ("bf16", "fp32"),
+    "train.loss": ("auto", *LOSSES),
+    "train.precision": TRAIN_PRECISIONS,
 }
 
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 import torch
 
 from mrisr.errors import look_up_option
+from mrisr.options import LOSSES
 from mrisr.training.trainables import TRAINABLES
-
-LOSSES = ("l1", "l2", "charbonnier", "l1+gdl", "charbonnier+gdl")
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
