@@ -36,7 +36,7 @@ def models_dir() -> Path:
     try:
         root = importlib.resources.files("mrisr._models")
     except ModuleNotFoundError:
-        checkout = Path(__file__).resolve().parent.parent / "models"
+        checkout = Path(__file__).resolve().parents[2] / "models"  # <repo>/mrisr/inference/registry.py
         if checkout.is_dir():
             return checkout
         raise ModelError("the bundled models (package mrisr._models) are missing from this installation; "
