@@ -178,3 +178,19 @@ def test_listing_models_does_not_import_torch():
             "list_models(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_source_checkout_finds_its_top_level_models_folder(monkeypatch):
+    """Imported straight from the repository (no installed ``mrisr._models``): the checkout's ``models/``."""
+    import importlib.resources
+    from pathlib import Path
+
+    import mrisr.inference.registry as registry_module
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    repo = Path(registry_module.__file__).resolve().parents[2]
+    assert registry_module.models_dir() == repo / "models"
+    assert (repo / "models" / "recnn-d8w32" / "card.json").is_file()
