@@ -28,39 +28,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/machine.py: which CPU
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: machine.py (which CPU), bench_upscale.py
+from bench_upscale import run_cli  # noqa: E402
 from machine import describe, machine_info  # noqa: E402
 
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
-def run(args: list[str], env: dict[str, str]) -> dict:
-    """One ``mrisr upscale ... --json`` in its own process: the record plus its wall seconds."""
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "mrisr.cli.app", "upscale", *args, "--json", "--quiet", "--force"],
-                         capture_output=True, text=True, env={**os.environ, **env})
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"mrisr upscale {' '.join(args)} failed:\n{res.stderr}")
-    record = json.loads(res.stdout.strip().splitlines()[-1])
-    record["wall"] = wall
-    return record
-
-
 def head_input(folder: Path) -> Path:
     """``chris_t1_088mm`` box-averaged to 2 mm, as a NIfTI file in ``folder``."""
-    import nibabel as nib
-
     from mrisr.training import real_heads
 
     src = Path(real_heads.data_folder()) / real_heads.HEADS["chris_t1_088mm"].name
     out = folder / "head_2mm.nii.gz"
     subprocess.run([sys.executable, "-m", "mrisr.cli.app", "degrade", str(src), "-o", str(out), "--spacing", "2",
                     "--psf", "box", "--force"], check=True, capture_output=True)
-    nib.load(str(out))  # readable
     return out
 
 
@@ -77,7 +61,7 @@ def bench(inputs: dict[str, list[str]], models: list[str], rounds: int, env: dic
         for r in range(rounds):
             for method, extra in methods(models):
                 target = out_dir / f"{name}-{Path(method).name}.nii.gz"
-                rec = run([*source, "--spacing", "1", *extra, "-o", str(target)], env)
+                rec, rec["wall"], _ = run_cli([*source, "--spacing", "1", *extra, "-o", str(target)], env)
                 runs.setdefault(method, []).append(rec)
                 print(f"{label} {name} round {r + 1} {method}: {rec['wall']:.2f} s", flush=True)
         spline = statistics.median(rec["wall"] for rec in runs["spline"])

@@ -40,12 +40,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/mac
 from machine import describe, machine_info  # noqa: E402
 
 
-def run_cli(args: list[str]) -> tuple[dict, float, float]:
-    """Run ``mrisr upscale ... --json`` under /usr/bin/time: (record, wall s, peak RSS MB)."""
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, float, float]:
+    """Run ``mrisr upscale ... --json`` under /usr/bin/time: (record, wall s, peak RSS MB). ``env``: variables
+    set for that process on top of this one's (e.g. an instruction-set cap)."""
     with tempfile.NamedTemporaryFile(suffix=".time") as tf:
         t0 = time.perf_counter()
         res = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name, sys.executable, "-m", "mrisr.cli.app",
-                              "upscale", *args, "--json", "--quiet", "--force"], capture_output=True, text=True)
+                              "upscale", *args, "--json", "--quiet", "--force"], capture_output=True, text=True,
+                             env={**os.environ, **(env or {})})
         wall = time.perf_counter() - t0
         if res.returncode != 0:
             raise SystemExit(f"mrisr upscale {' '.join(args)} failed:\n{res.stderr}")

@@ -130,8 +130,6 @@ class ReCNNS2D(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Residual prediction for input ``x`` of shape ``(B, C, X, Y, Z)`` (any sides)."""
-        if self.cond is not None and cond is None:
-            raise ValueError("this network is conditioned on the upsampling factors: pass cond")
         shape = x.shape[2:]
         pad = [(-n) % BLOCK for n in shape]
         xp = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate") if any(pad) else x
