@@ -66,7 +66,7 @@ def train(
         if fetch_data and cfg.data.wholehead_dir:
             from mrisr.training import wholehead
 
-            wholehead.fetch(Path(cfg.base_dir) / cfg.data.wholehead_dir)
+            wholehead.fetch(Path(cfg.base_dir) / cfg.data.wholehead_dir, wholehead.sources_for(cfg.data))
         out = run_dir or Path("runs") / config.resolve().parent.name
         if export is not None:
             from mrisr.training.export import export_model

@@ -45,6 +45,7 @@ class DataConfig:
     normalisation: str = "robust_scale"  # the network's intensity scale (mrisr.inference.intensity.NORMALISATIONS)
     wholehead_dir: str = ""          # folder of the whole-head volumes (mrisr.training.wholehead); "": none
     wholehead_probability: float = 0.0   # fraction of training crops drawn from those volumes
+    label_heads_probability: float = 0.0  # fraction drawn as synthetic heads from a label map (training.labelheads)
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,12 @@ def _check_ranges(cfg: Config) -> None:
     if not 0 <= d.wholehead_probability <= 1 or (d.wholehead_probability > 0 and not d.wholehead_dir):
         raise ConfigError(f"data.wholehead_probability: must be in [0, 1] (and > 0 needs data.wholehead_dir), "
                           f"got {d.wholehead_probability}")
+    if not 0 <= d.label_heads_probability <= 1 or (d.label_heads_probability > 0 and not d.wholehead_dir):
+        raise ConfigError(f"data.label_heads_probability: must be in [0, 1] (and > 0 needs data.wholehead_dir, "
+                          f"where the label map is fetched), got {d.label_heads_probability}")
+    if d.label_heads_probability > 0 and d.reference:
+        raise ConfigError("data.label_heads_probability: synthetic label heads have no reference scan; "
+                          "a guided configuration (data.reference) cannot use them")
     if dg.zoom[0] <= 0 or dg.rotation < 0 or dg.asymmetry < 0 or dg.elastic < 0:
         raise ConfigError("degradation.zoom must be > 0; rotation, asymmetry and elastic >= 0")
     for name, p in {"noise_probability": dg.noise_probability, "bias_probability": dg.bias_probability,

@@ -30,7 +30,7 @@ from mrisr.errors import ConfigError
 from mrisr.geometry.grid import TargetGrid, target_grid
 from mrisr.geometry.resample import resample_to_grid
 from mrisr.inference.intensity import normalising_scale
-from mrisr.training import augment, icbm152, wholehead
+from mrisr.training import augment, icbm152, labelheads, wholehead
 from mrisr.training.config import Config, DegradationConfig
 from mrisr.training.lr_pairs import (
     centre_pair,
@@ -54,9 +54,11 @@ class Subject:
     head: np.ndarray           # bool head mask
     name: str
     holdout: bool = True       # the held-out slab of data.holdout_axis is never trained on
-    group: str = "template"    # "template" (data.source) or "wholehead" (data.wholehead_dir)
+    group: str = "template"    # "template" (data.source), "wholehead" or "labels" (data.wholehead_dir)
     spline: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # cubic coefficients, for warps
     reference: np.ndarray | None = None  # guided: the T1 on this subject's grid (None: ``image`` itself)
+    labels: np.ndarray | None = None     # synthetic heads: the label map (mrisr.training.labelheads)
+    prior: np.ndarray | None = None      # and each label's mean T1 relative to white matter
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,27 @@ def _wholehead_subjects(cfg: Config) -> list[Subject]:
     return _guided_partners(out) if cfg.data.reference else out
 
 
+def _label_subject(cfg: Config) -> Subject:
+    """The synthetic-head subject: the 2009a whole-head T1 (for the head mask and crop choice) and its label map."""
+    folder = Path(cfg.base_dir) / cfg.data.wholehead_dir
+    hint = "run `mrisr train --config ... --fetch-data` first"
+    t1_source = next(s for s in wholehead.SOURCES if s.key == "icbm2009a_t1_head")
+    t1, _ = _load(wholehead.verified(folder / t1_source.file, t1_source.sha256, hint))
+    brain, _ = _load(wholehead.verified(folder / wholehead.LABELS.file, wholehead.LABELS.sha256, hint))
+    if brain.shape != t1.shape:
+        raise ConfigError(f"{folder / wholehead.LABELS.file}: label map shape {brain.shape} is not the T1's {t1.shape}")
+    subj = _subject(t1, cfg, "label-heads", holdout=True, group="labels")
+    subj.labels, subj.prior = labelheads.head_labels(np.rint(brain).astype(np.uint8), t1, subj.head)
+    return subj
+
+
 def load_subjects(cfg: Config) -> list[Subject]:
     """HR subjects named by the config (checksummed template, or a folder of NIfTI files), then the
     whole-head volumes when ``data.wholehead_dir`` is set. The first subject holds the validation slab."""
     folder = Path(cfg.base_dir) / cfg.data.dir
     extra = _wholehead_subjects(cfg) if cfg.data.wholehead_dir else []
+    if cfg.data.label_heads_probability > 0:
+        extra.append(_label_subject(cfg))
     if cfg.data.source == "icbm152":
         paths = icbm152.verify(folder)
         t1, _ = _load(paths["t1"])
@@ -324,6 +342,8 @@ class PatchSampler:
 
     def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator,
                  coords: np.ndarray | None = None) -> np.ndarray:
+        if subj.labels is not None:
+            return self._label_crop(subj, origin, size, rng, coords)
         kind = "t1"
         if subj.gm is not None:
             kind = _weighted_choice(self.cfg.data.contrasts, rng)
@@ -338,6 +358,23 @@ class PatchSampler:
         sub = (slice(None, None, 3),) * 3
         whole = synthesize(subj.image[sub], subj.gm[sub], subj.wm[sub], kind, np.random.default_rng(seed))
         return crop / normalising_scale(whole, self.cfg.data.normalisation)
+
+    def _label_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator,
+                    coords: np.ndarray | None) -> np.ndarray:
+        """A synthetic head drawn on the label map's crop, normalised as the engine would the whole volume."""
+        assert subj.labels is not None and subj.prior is not None
+        if coords is None:  # straight crops too are read off the label grid (by a random sub-voxel shift)
+            coords = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float32)] * 3, indexing="ij"))
+            coords += rng.uniform(-0.5, 0.5, 3).astype(np.float32).reshape(3, 1, 1, 1)
+        region = subj.labels
+        if subj.holdout:  # out of the held-out slab, as every read (outside the region reads as air)
+            cut = [slice(None)] * 3
+            cut[self.cfg.data.holdout_axis] = slice(0, split_index(region.shape, self.cfg))
+            region = region[tuple(cut)]
+        points = coords + np.asarray(origin, np.float32).reshape(3, 1, 1, 1)
+        crop, whole = labelheads.random_head(region, subj.prior, points, subj.labels[(slice(None, None, 3),) * 3],
+                                             rng)
+        return crop / np.float32(normalising_scale(whole, self.cfg.data.normalisation))
 
     def _reference_crop(self, subj: Subject, origin: tuple[int, int, int], size: int,
                         rng: np.random.Generator) -> np.ndarray:
@@ -416,12 +453,16 @@ class PatchSampler:
         return np.clip(augment.sample_crop(subj.spline["reference"], origin, moved, order=3), 0, None)
 
     def _subject(self, rng: np.random.Generator) -> Subject:
-        """A random subject: from the whole-head group with ``data.wholehead_probability``."""
+        """A random subject: a synthetic label head with ``data.label_heads_probability``, else from the
+        whole-head group with ``data.wholehead_probability`` (no draw for a probability of 0)."""
+        q = self.cfg.data.label_heads_probability
+        if q > 0 and rng.random() < q:
+            return next(s for s in self.subjects if s.group == "labels")
         p = self.cfg.data.wholehead_probability
-        pool = self.subjects
+        pool = [s for s in self.subjects if s.group != "labels"]
         if p > 0:
             group = "wholehead" if rng.random() < p else "template"
-            pool = [s for s in self.subjects if s.group == group] or self.subjects
+            pool = [s for s in pool if s.group == group] or pool
         return pool[int(rng.integers(len(pool)))]
 
     def _dynamic_range(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -28,9 +28,13 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mrisr.errors import MrisrError
 from mrisr.inference.model_card import file_sha256
+
+if TYPE_CHECKING:
+    from mrisr.training.config import DataConfig
 
 MNI = "MNI ICBM152 copyright notice (redistribution permitted with the notice)"
 
@@ -86,6 +90,25 @@ SOURCES: tuple[Source, ...] = (
            "a5d1ce22502ddeb2646297a298c3a86a6ef34c1d0a024374c9f10cb0819e67d8", "flair",
            "mean FLAIR (MNI space), brain", "swane-supplement MIT", False),
 )
+
+
+#: The label map of the synthetic heads (:mod:`mrisr.training.labelheads`), on the voxel grid of
+#: ``icbm2009a_t1_head``; fetched only when ``data.label_heads_probability`` > 0.
+LABELS = Source("icbm2009a_seg", "melage", "2.2.0", "data/MNI/mni_icbm152_t1_tal_nlin_sym_09a_seg.nii.gz",
+                "b2f80aa5f557511affc1541267e975095c306b24aee46bbe2cfa65d567f0fb66", "labels",
+                "32-class brain segmentation of the ICBM152 2009a template (melage)", f"melage Apache-2.0; {MNI}",
+                True)
+
+
+def sources_for(data: DataConfig) -> tuple[Source, ...]:
+    """The volumes a ``[data]`` configuration needs: :data:`SOURCES`, plus :data:`LABELS` for synthetic heads.
+
+    Example:
+        >>> from mrisr.training.config import DataConfig
+        >>> [s.key for s in sources_for(DataConfig(label_heads_probability=0.3))][-1]
+        'icbm2009a_seg'
+    """
+    return SOURCES + ((LABELS,) if data.label_heads_probability > 0 else ())
 
 
 def verified(path: Path, digest: str, hint: str) -> Path:
