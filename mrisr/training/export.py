@@ -201,6 +201,35 @@ def read_init(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _source_entry(src: wholehead.Source) -> dict:
+    return {"file": src.file, "what": src.what, "from": f"{src.package}=={src.version}", "member": src.member,
+            "sha256": src.sha256, "licence": src.licence, "holdout": src.holdout}
+
+
+def data_sources(cfg: Config) -> dict:
+    """The card's record of the training volumes beyond the template: the whole-head sources and the
+    synthetic heads' label map, each pinned (package, member, sha256) and licensed.
+
+    Example:
+        >>> from mrisr.training.config import config_from_dict
+        >>> data_sources(config_from_dict({}))
+        {}
+        >>> cfg = config_from_dict({"data": {"wholehead_dir": "w", "label_heads_probability": 0.3}})
+        >>> sorted(data_sources(cfg)), data_sources(cfg)["label_heads"]["labels"]["from"]
+        (['label_heads', 'wholehead'], 'melage==2.2.0')
+    """
+    out: dict = {}
+    if cfg.data.wholehead_dir:
+        out["wholehead"] = {"probability": cfg.data.wholehead_probability,
+                            "sources": [_source_entry(w) for w in wholehead.SOURCES]}
+    if cfg.data.label_heads_probability > 0:
+        out["label_heads"] = {"probability": cfg.data.label_heads_probability,
+                              "what": "synthetic heads drawn from a label map (mrisr.training.labelheads): random "
+                                      "per-label intensities, texture and partial volume",
+                              "labels": _source_entry(wholehead.LABELS)}
+    return out
+
+
 def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path, description: str,
                  default: bool = False, version: str = "1.0.0", log=print, cases: list[str] | None = None,
                  contrasts: tuple[str, ...] | None = None, ensemble: bool = False) -> ModelCard:
@@ -250,11 +279,7 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
     }
     if init is not None:
         training["init"] = init
-    if cfg.data.wholehead_dir:
-        training["wholehead"] = {
-            "probability": cfg.data.wholehead_probability,
-            "sources": [{"file": w.file, "what": w.what, "from": f"{w.package}=={w.version}", "member": w.member,
-                         "sha256": w.sha256, "licence": w.licence, "holdout": w.holdout} for w in wholehead.SOURCES]}
+    training.update(data_sources(cfg))
     protocol = ("held-out slab of the template, degraded by each acquisition (mrisr degrade operators, "
                 "Rician noise where named), spline-interpolated back to 1 mm, network run through "
                 "mrisr.inference.engine.enhance on the CPU; PSNR (peak = 99.5th percentile of the reference) and "
