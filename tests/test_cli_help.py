@@ -67,7 +67,7 @@ def use_for_column(text: str) -> dict[str, str]:
     """Model name -> its "use for" cell, its wrapped lines joined."""
     lines = text.splitlines()
     header = next(line for line in lines if "use for" in line)
-    start, end = header.index("use for"), header.index("dB")
+    start, end = header.index("use for"), header.index("template dB")
     cells: dict[str, list[str]] = {}
     name = None
     for line in lines[lines.index(header) + 2:]:
