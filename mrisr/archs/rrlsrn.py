@@ -129,6 +129,8 @@ class RRLSRN(nn.Module):
 
     def reset_parameters(self) -> None:
         """He initialisation; linear interpolation for the image branch; a small residual layer."""
+        if self.fine.weight.is_meta:  # only counted (mrisr.inference.model_card.network_parameters): no values
+            return
         for conv in [*self.coarse, self.up_features, self.fine]:
             nn.init.kaiming_normal_(conv.weight, a=self.slope, nonlinearity="leaky_relu")
             nn.init.zeros_(conv.bias)

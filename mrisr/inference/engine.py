@@ -295,21 +295,11 @@ def check_model_channels(model: LoadedModel, guided: bool) -> None:
     if not isinstance(net, nn.Module):
         raise ModelError("enhance takes a LoadedModel (see mrisr.inference.registry.load_model), "
                          f"got {type(model).__name__}")
-    channels = getattr(net, "in_channels", 1)
-    if channels not in (1, 2):
-        raise ModelError(f"model {model.name!r} takes {channels} input channels; enhance feeds one or two "
-                         "(the image, and a reference for guided models)")
-    if channels == 2 and not guided:
-        raise ModelError(f"model {model.name!r} is guided (2 input channels): it needs a reference image (a finer "
-                         "scan of the same head, e.g. a 1 mm T1) as its second input; pass --reference "
-                         "(reference= in Python)")
-    if channels == 1 and guided:
-        from mrisr.inference.registry import guided_model_names
+    from mrisr.inference.registry import channel_error
 
-        names = guided_model_names()
-        shipped = f"guided models: {', '.join(names)}" if names else "no guided model ships with this installation"
-        raise ModelError(f"model {model.name!r} is not guided (it takes one input channel) and cannot use a "
-                         f"reference; {shipped}")
+    error = channel_error(model.name, getattr(net, "in_channels", 1), guided)
+    if error is not None:
+        raise ModelError(error)
 
 
 def _check_inputs(data: np.ndarray, model: LoadedModel,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,98 @@ def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
             checksum mismatch, unreadable or incompatible weights.
     """
     return instantiate(find_card(name_or_path))
+
+
+class PendingModel:
+    """A model whose card is read and checked now and whose network loads in a background thread.
+
+    Loading a network first imports torch (about 1.7 s on a laptop CPU), which a caller can overlap with
+    work that releases the GIL (reading a gzipped input, spline interpolation). :meth:`result` waits and
+    returns the :class:`~mrisr.inference.model_card.LoadedModel`, or raises what loading raised.
+
+    Example:
+        >>> from mrisr.archs.recnn import ReCNN
+        >>> from mrisr.inference.model_card import example_card
+        >>> m = LoadedModel("demo", example_card(), ReCNN(3, 4), "0" * 64, None)
+        >>> PendingModel.loading(m).result() is m
+        True
+    """
+
+    def __init__(self, card: ModelCard, loaded: LoadedModel | None = None) -> None:
+        self.card = card
+        self._outcome: dict[str, Any] = {} if loaded is None else {"model": loaded}
+        self._thread: threading.Thread | None = None
+        if loaded is None:
+            self._thread = threading.Thread(target=self._load, name="mrisr-model-load", daemon=True)
+            self._thread.start()
+
+    @classmethod
+    def loading(cls, model: Any) -> PendingModel:
+        """Start loading ``model`` (a shipped name, a folder or card path, None for the default), or wrap
+        one already loaded.
+
+        Raises:
+            ModelError: at once, for what the card alone shows (unknown name, missing folder or card).
+        """
+        if isinstance(model, PendingModel):
+            return model
+        if hasattr(model, "network") and hasattr(model, "card"):
+            return cls(model.card, model)
+        return cls(find_card(model))
+
+    def _load(self) -> None:
+        try:
+            self._outcome["model"] = instantiate(self.card)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._outcome["error"] = exc
+
+    @property
+    def failed(self) -> bool:
+        """Whether loading ended in an error (a model error of the whole batch, not of one input)."""
+        if self._thread is not None:
+            self._thread.join()
+        return "error" in self._outcome
+
+    def result(self) -> LoadedModel:
+        """The loaded model, once loading ends (re-raising its error)."""
+        if self._thread is not None:
+            self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["model"]
+
+
+def channel_error(name: str, channels: int, guided: bool) -> str | None:
+    """Why a model of ``channels`` input channels cannot run with (``guided``) or without a reference, or None.
+
+    Example:
+        >>> channel_error("m", 1, False) is None, channel_error("m", 2, False).split(":")[0]
+        (True, "model 'm' is guided (2 input channels)")
+    """
+    if channels not in (1, 2):
+        return (f"model {name!r} takes {channels} input channels; enhance feeds one or two "
+                "(the image, and a reference for guided models)")
+    if channels == 2 and not guided:
+        return (f"model {name!r} is guided (2 input channels): it needs a reference image (a finer "
+                "scan of the same head, e.g. a 1 mm T1) as its second input; pass --reference "
+                "(reference= in Python)")
+    if channels == 1 and guided:
+        names = guided_model_names()
+        shipped = f"guided models: {', '.join(names)}" if names else "no guided model ships with this installation"
+        return (f"model {name!r} is not guided (it takes one input channel) and cannot use a "
+                f"reference; {shipped}")
+    return None
+
+
+def check_card_channels(card: ModelCard, guided: bool) -> None:
+    """:func:`channel_error` from a card alone (no network, no torch).
+
+    Raises:
+        ModelError: a guided model without a reference, or a single-input model with one.
+    """
+    error = channel_error(card.name, int(card.architecture.get("params", {}).get("in_channels", 1)), guided)
+    if error is not None:
+        raise ModelError(error)
 
 
 def _fmt(values: Iterable[float]) -> str:

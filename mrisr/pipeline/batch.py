@@ -110,19 +110,21 @@ def ensure_dataset_description(output_dir: str | Path) -> Path | None:
 
 
 def prepare_model(settings: BatchSettings) -> Any:
-    """Load the model once for the whole batch (``None`` for the spline method).
+    """Start loading the model once for the whole batch (``None`` for the spline method): a
+    :class:`~mrisr.inference.registry.PendingModel`, its card checked now, its network (and torch) loading
+    in the background while the first input is read and interpolated.
 
     Raises:
-        ModelError: also for a guided model without ``settings.reference``,
+        ModelError: an unknown model or a broken card; a guided model without ``settings.reference``,
             or a single-input model with one.
     """
     if settings.options.method != "cnn":
         return None
-    from mrisr.inference.engine import check_model_channels
+    from mrisr.inference.registry import PendingModel, check_card_channels
 
-    loaded = load_model_once(settings.options.model)
-    check_model_channels(loaded, settings.options.guided)
-    return loaded
+    pending = PendingModel.loading(settings.options.model)
+    check_card_channels(pending.card, settings.options.guided)
+    return pending
 
 
 def run_job(job: Job, settings: BatchSettings, model: Any = None,
@@ -143,6 +145,8 @@ def run_job(job: Job, settings: BatchSettings, model: Any = None,
     try:
         report, sha, qc_error = _process(job, settings, model, progress)
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
+        if getattr(model, "failed", False):  # the model could not load: every job would fail alike
+            raise
         job.seconds = time.perf_counter() - t0
         if not isinstance(exc, MrisrError) and os.environ.get("MRISR_DEBUG"):
             traceback.print_exception(exc)
@@ -318,7 +322,7 @@ def iter_jobs(jobs: Iterable[Job], settings: BatchSettings, model: Any = None, *
     if settings.options.method == "cnn":
         if settings.options.threads is None:
             settings = settings.with_options(threads=threads_per_job(workers))
-        model = model if model is not None else prepare_model(settings)
+        model = load_model_once(model if model is not None else prepare_model(settings))
         _share_model(model, settings)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mrisr-job")

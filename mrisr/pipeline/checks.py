@@ -161,15 +161,17 @@ def _model_label(model: Any) -> str:
 
 
 def load_model_once(model: Any) -> Any:
-    """A :class:`~mrisr.inference.model_card.LoadedModel` for a name, a path or a loaded model.
+    """A :class:`~mrisr.inference.model_card.LoadedModel` for a name, a path, a loaded or loading model.
 
     Batch callers load the model once and pass the result to every
     :func:`upscale_volume` call.
     """
     if hasattr(model, "network") and hasattr(model, "card"):
         return model
-    from mrisr.inference.registry import load_model
+    from mrisr.inference.registry import PendingModel, load_model
 
+    if isinstance(model, PendingModel):
+        return model.result()
     return load_model(model)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from mrisr.errors import InputError, MrisrError
 from mrisr.geometry.grid import TargetGrid
 from mrisr.geometry.resample import resample_to_grid
-from mrisr.pipeline.checks import check_learned, load_model_once, plan_grid
+from mrisr.pipeline.checks import check_learned, plan_grid
 from mrisr.pipeline.report import UpscaleReport, UpscaleResult
 from mrisr.pipeline.settings import UpscaleOptions, make_options
 from mrisr.volume import Volume
@@ -105,20 +105,27 @@ def upscale_volume(volume: Volume, options: UpscaleOptions | None = None, *,
     report = UpscaleReport.for_grid(volume, grid, options)
     loaded = None
     engine_kw = options.engine_settings()
+    first: np.ndarray | None = None
     if options.method == "cnn":
         from mrisr.inference.engine import check_model_channels
+        from mrisr.inference.registry import PendingModel
 
-        loaded = load_model_once(options.model)
+        pending = PendingModel.loading(options.model)  # the network (and torch) load while the input is measured
+        assessment = _assess_input(data)
+        if _splines_first(pending.card, options):  # and its first volume interpolated (the GIL released)
+            first = _interpolate(data if data.ndim == 3 else data[..., 0], grid, options, report)
+        loaded = pending.result()
         check_model_channels(loaded, options.guided)
         check_learned(loaded, grid)
         _describe_model(report, loaded, grid, options)
-        _check_input(report, data)
+        report.ood = assessment.to_dict()
+        report.warn(*assessment.warnings, once=True)
         if options.guided:
             engine_kw["reference"] = _guide(volume, grid, options.reference, options.register, report)
         if options.adapt_options is not None:
             loaded, progress = _adapt(loaded, data, grid, options.adapt_options, report, options.threads, progress)
     maps: dict[str, np.ndarray] = {}
-    out = _run_volumes(data, grid, report, loaded, options, progress, engine_kw, maps=maps)
+    out = _run_volumes(data, grid, report, loaded, options, progress, engine_kw, maps=maps, first=first)
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if options.uncertainty else None)
 
 
@@ -186,13 +193,27 @@ def _register(volume: Volume, ref: Volume, grid: TargetGrid, report: UpscaleRepo
     return transform, {"register": "rigid", **moved, "transform_file": None}
 
 
-def _check_input(report: UpscaleReport, data: np.ndarray) -> None:
-    """Measure the input (its first volume) against the training data; add plain warnings."""
+def _assess_input(data: np.ndarray) -> Any:
+    """The input (its first volume) measured against the training data (:func:`mrisr.trust.ood.assess_input`)."""
     from mrisr.trust.ood import assess_input
 
-    assessment = assess_input(data if data.ndim == 3 else data[..., 0])
-    report.ood = assessment.to_dict()
-    report.warn(*assessment.warnings, once=True)
+    return assess_input(data if data.ndim == 3 else data[..., 0])
+
+
+def _splines_first(card: Any, options: UpscaleOptions) -> bool:
+    """Whether the first volume's spline can be computed before the network is loaded: the network refines
+    that spline (not a learned-upsampling or guided model, no per-scan adaptation before it)."""
+    scale = (card.architecture.get("params") or {}).get("scale")
+    return not scale and not options.guided and options.adapt_options is None
+
+
+def _interpolate(vol: np.ndarray, grid: TargetGrid, options: UpscaleOptions, report: UpscaleReport,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """The spline of one 3D volume on ``grid`` (its seconds added to the report's ``interpolate``)."""
+    t0 = time.perf_counter()
+    out = resample_to_grid(vol, grid, order=options.order, antialias=options.antialias, progress=progress)
+    report.add_time("interpolate", time.perf_counter() - t0)
+    return out
 
 
 def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, options: UpscaleOptions) -> None:
@@ -210,7 +231,9 @@ def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, option
 
 
 def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, options: UpscaleOptions,
-                 progress: ProgressCallback | None, engine_kw: dict, *, maps: dict | None = None) -> np.ndarray:
+                 progress: ProgressCallback | None, engine_kw: dict, *, maps: dict | None = None,
+                 first: np.ndarray | None = None) -> np.ndarray:
+    """Each volume through the spline and the network (``first``: the first volume's spline, already computed)."""
     order, antialias, ensemble = options.order, options.antialias, options.ensemble
     consistency = options.consistency_psf if options.consistency else None
     n = report.n_volumes
@@ -237,10 +260,11 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
             spline = resample_to_grid(vol, grid, order=order, antialias=antialias) if tracker is not None else None
             network = result if tracker is not None else None
         else:
-            t0 = time.perf_counter()
-            result = resample_to_grid(vol, grid, order=order, antialias=antialias,
-                                      progress=lambda k: ticker.add(k * interp_share / 3))
-            report.add_time("interpolate", time.perf_counter() - t0)
+            if t == 0 and first is not None:
+                result, first = first, None
+                ticker.add(interp_share)
+            else:
+                result = _interpolate(vol, grid, options, report, lambda k: ticker.add(k * interp_share / 3))
             spline = result if tracker is not None else None
             network = None
             if loaded is not None:
