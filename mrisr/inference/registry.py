@@ -111,7 +111,12 @@ def is_guided(card: ModelCard) -> bool:
         >>> is_guided(example_card())
         False
     """
-    return int(card.architecture.get("params", {}).get("in_channels", 1)) == 2
+    return card_channels(card) == 2
+
+
+def card_channels(card: ModelCard) -> int:
+    """The input channels a card's network takes (``architecture.params.in_channels``, 1 if absent)."""
+    return int(card.architecture.get("params", {}).get("in_channels", 1))
 
 
 def guided_model_names() -> list[str]:
@@ -262,7 +267,7 @@ def check_card_channels(card: ModelCard, guided: bool) -> None:
     Raises:
         ModelError: a guided model without a reference, or a single-input model with one.
     """
-    error = channel_error(card.name, int(card.architecture.get("params", {}).get("in_channels", 1)), guided)
+    error = channel_error(card.name, card_channels(card), guided)
     if error is not None:
         raise ModelError(error)
 

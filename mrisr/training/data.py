@@ -330,15 +330,21 @@ class PatchSampler:
         if coords is None:
             return volume[tuple(slice(o, o + size) for o in origin)].astype(np.float32)
         if key not in subj.spline:
-            region = volume
-            if subj.holdout:
-                cut = [slice(None)] * 3
-                cut[self.cfg.data.holdout_axis] = slice(0, split_index(volume.shape, self.cfg))
-                region = np.ascontiguousarray(volume[tuple(cut)], dtype=np.float32)
+            region = self._training_region(subj, volume)
+            if region is not volume:
+                region = np.ascontiguousarray(region, dtype=np.float32)
             subj.spline[key] = (ndimage.spline_filter(region, order=3, output=np.float32, mode="constant")
                                 if key == "image" else region)
         crop = augment.sample_crop(subj.spline[key], origin, coords, order=3 if key == "image" else 1)
         return np.clip(crop, 0, None) if key == "image" else crop
+
+    def _training_region(self, subj: Subject, volume: np.ndarray) -> np.ndarray:
+        """``volume`` cut at the held-out slab for a subject that holds one (a view), else ``volume`` itself."""
+        if not subj.holdout:
+            return volume
+        cut = [slice(None)] * 3
+        cut[self.cfg.data.holdout_axis] = slice(0, split_index(volume.shape, self.cfg))
+        return volume[tuple(cut)]
 
     def _hr_crop(self, subj: Subject, origin: tuple[int, int, int], size: int, rng: np.random.Generator,
                  coords: np.ndarray | None = None) -> np.ndarray:
@@ -366,11 +372,7 @@ class PatchSampler:
         if coords is None:  # straight crops too are read off the label grid (by a random sub-voxel shift)
             coords = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float32)] * 3, indexing="ij"))
             coords += rng.uniform(-0.5, 0.5, 3).astype(np.float32).reshape(3, 1, 1, 1)
-        region = subj.labels
-        if subj.holdout:  # out of the held-out slab, as every read (outside the region reads as air)
-            cut = [slice(None)] * 3
-            cut[self.cfg.data.holdout_axis] = slice(0, split_index(region.shape, self.cfg))
-            region = region[tuple(cut)]
+        region = self._training_region(subj, subj.labels)  # outside it reads as air, as every read
         points = coords + np.asarray(origin, np.float32).reshape(3, 1, 1, 1)
         crop, whole = labelheads.random_head(region, subj.prior, points, subj.labels[(slice(None, None, 3),) * 3],
                                              rng)

@@ -12,7 +12,7 @@ the voxel grid of the 2009a whole-head T1), with the rest of the head split by
 that T1's intensity into three extra-cerebral classes: dark (bone, air
 cavities, outer CSF), soft tissue (muscle, skin) and bright (fat, marrow).
 
-Per crop (:func:`label_means`, :func:`draw`): half the time each label's mean is
+Per crop (:func:`label_means`, :func:`random_head`): half the time each label's mean is
 its T1 mean jittered (a T1-like head with random fat 1-3x white matter), half
 the time it is uniform in [0, 1] (any contrast, as SynthSR draws them); the dark
 class stays near 0 (bone is dark in almost every sequence) and air is 0.
@@ -20,7 +20,7 @@ class stays near 0 (bone is dark in almost every sequence) and air is 0.
 Example:
     >>> labels = np.zeros((4, 4, 4), np.uint8); labels[1:3, 1:3, 1:3] = 2
     >>> means = np.zeros(N_LABELS, np.float32); means[2] = 0.7
-    >>> image = draw(labels, means, texture=0.0, blur=0.0, rng=np.random.default_rng(0))
+    >>> image = finish(means[labels], texture=0.0, blur=0.0, rng=np.random.default_rng(0))
     >>> round(float(image[1, 1, 1]), 6), float(image[0, 0, 0])
     (0.7, 0.0)
 """
@@ -119,16 +119,9 @@ def sample_means(labels: np.ndarray, means: np.ndarray, points: np.ndarray) -> n
     return out
 
 
-def draw(labels: np.ndarray, means: np.ndarray, texture: float, blur: float,
-         rng: np.random.Generator) -> np.ndarray:
-    """An image of ``labels``: ``means[label]``, a smooth random texture of relative size ``texture``
-    (none in air), then a Gaussian blur of ``blur`` voxels (partial volume at the fine grid), float32 >= 0."""
-    return finish(means[labels].astype(np.float32), texture, blur, rng)
-
-
 def finish(image: np.ndarray, texture: float, blur: float, rng: np.random.Generator) -> np.ndarray:
-    """``image`` with a smooth random multiplicative texture of relative size ``texture`` and a Gaussian
-    blur of ``blur`` voxels, float32 >= 0."""
+    """``image`` with a smooth random multiplicative texture of relative size ``texture`` (none in air)
+    and a Gaussian blur of ``blur`` voxels (partial volume at the fine grid), float32 >= 0."""
     image = np.array(image, dtype=np.float32)
     if texture > 0:
         field = ndimage.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 1.0)
