@@ -12,6 +12,12 @@ Usage (from the repository root)::
 
     python benchmarks/bench_real_heads.py [MODEL ...] [--cases iso2-box thick4-box] [--json out.json]
 
+``--record`` writes the rows into each model's ``card.json`` and
+``validation.md`` (:func:`mrisr.training.export.record_real_heads`): how the
+models exported before the real heads existed got their real-head rows.
+``--from-json out.json --record`` records rows measured earlier instead of
+measuring again.
+
 ``--upscale`` measures through ``mrisr.upscale`` itself instead (each head
 cropped to whole LR voxels, degraded, written as an image with its LR
 affine, upscaled back to 1 voxel): columns spline, the model, and the model
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--ensemble", action="store_true", help="learned-upsampling models: the 8-flip median")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--record", action="store_true", help="write the rows into each model's card and validation.md")
+    ap.add_argument("--from-json", type=Path, help="with --record: the rows of an earlier --json run")
     ap.add_argument("--upscale", action="store_true", help="measure through mrisr.upscale (see above)")
     ap.add_argument("--consistency", action="store_true", help="with --upscale: also with --consistency")
     ap.add_argument("--adapt", type=float, help="with --upscale: also with --adapt for this many seconds")
@@ -103,8 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from machine import describe, machine_info
-    from mrisr.inference.registry import list_models, load_model
-    from mrisr.training.export import real_head_report, real_head_table
+    from mrisr.inference.registry import find_card, list_models, load_model
+    from mrisr.training.export import real_head_report, real_head_table, record_real_heads
+
+    if args.from_json:
+        if not args.record:
+            ap.error("--from-json needs --record")
+        for key, entry in json.loads(args.from_json.read_text())["models"].items():
+            name, version = key.split()
+            card = find_card(name)
+            if card.version != version:
+                ap.error(f"{args.from_json}: rows of {key}, but the shipped {name} is {card.version}")
+            record_real_heads(card.path.parent, entry["rows"])
+            print(f"recorded {len(entry['rows'])} real-head rows in {card.path.parent}")
+        return 0
 
     names = args.models or [m.name for m in list_models() if "guided" not in m.name]
     out = {"machine": machine_info(), "threads": torch.get_num_threads(), "precision": args.precision,
@@ -124,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = real_head_report(model, args.cases, precision=args.precision, ensemble=args.ensemble)
         out["models"][f"{model.name} {model.card.version}"] = {"rows": rows, "seconds": time.perf_counter() - t0}
         print(real_head_table(rows), flush=True)
+        if args.record:
+            record_real_heads(model.card.path.parent, rows)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

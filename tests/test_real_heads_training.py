@@ -13,7 +13,7 @@ from mrisr.inference.model_card import LoadedModel, ModelError, example_card
 from mrisr.training import augment, real_heads, wholehead
 from mrisr.training.config import ConfigError, config_from_dict
 from mrisr.training.data import PatchSampler, Subject
-from mrisr.training.export import card_normalisation, real_head_report, real_head_table
+from mrisr.training.export import card_normalisation, real_head_report, real_head_table, record_real_heads
 
 FP32 = {"device": "cpu", "precision": "fp32"}
 
@@ -222,3 +222,53 @@ def test_noisy_cases_are_noisier_than_clean_ones():
     vol = vol / robust_scale(vol)
     clean, noisy = real_heads.head_cases("h", vol, ["iso2-box", "iso2-box-noise"])
     assert np.std(noisy.inp - clean.inp) > 0.005
+
+
+def _rows(gain: float) -> list[dict]:
+    return [{"contrast": head, "case": "1x1x4-box", "acquisition": "box", "psnr_spline": 20.0,
+             "psnr_model": 20.0 + gain, "psnr_gain": gain, "ssim_spline": 0.8, "ssim_model": 0.8,
+             "ssim_gain": 0.0, "precision": "fp32", "seconds": 1.0} for head in ("chris_t1_088mm", "mr_gd_1mm")]
+
+
+def test_recording_real_heads_replaces_them_and_keeps_the_rest(tmp_path):
+    import json
+    import shutil
+
+    from mrisr.inference.registry import load_model, models_dir
+
+    folder = shutil.copytree(models_dir() / "rrlsrn-1x1x4", tmp_path / "m")
+    before = json.loads((folder / "card.json").read_text())
+    title, _, rest = (folder / "validation.md").read_text().partition("\n\n")
+    slab = rest.partition("## Template slab\n\n")[2] or rest
+    (folder / "validation.md").write_text(f"{title}\n\n{slab}")  # as exported before the real heads existed
+    record_real_heads(folder, _rows(-0.25))
+    record_real_heads(folder, _rows(0.5))
+    after = json.loads((folder / "card.json").read_text())
+    text = (folder / "validation.md").read_text()
+    assert after["validation"]["real_heads"]["psnr_gain_min"] == 0.5
+    assert {k: v for k, v in after["validation"].items() if k != "real_heads"} == {
+        k: v for k, v in before["validation"].items() if k != "real_heads"}
+    assert text.startswith("# Validation of ") and text.count("## Real heads") == 1
+    assert "+0.50" in text and "-0.25" not in text
+    assert text.count("## Template slab") == 1 and text.endswith(slab)
+    assert load_model(folder).card.version == before["version"]  # the weights' sha256 still matches
+    with pytest.raises(ValueError, match="no real-head rows"):
+        record_real_heads(folder, [])
+
+
+@pytest.mark.parametrize("gains, warned", [((0.2, -0.3, 0.1), True), ((0.2, 0.0), False), ((), False)])
+def test_a_model_below_the_spline_on_real_heads_is_named_in_the_report(gains, warned):
+    import dataclasses
+
+    from mrisr.pipeline import upscale as pipeline
+    from mrisr.volume import Volume
+
+    model = tiny_recnn_model("robust_scale", bias=0.3, name="t")
+    rows = [{"contrast": "h", "case": f"c{i}", "psnr_gain": g} for i, g in enumerate(gains)]
+    model = dataclasses.replace(model, card=dataclasses.replace(model.card, validation={"real_heads": {"rows": rows}}))
+    vol = Volume(_head(shape=(14, 13, 6)), np.diag([1.0, 1.0, 2.0, 1.0]))
+    _, _, report = pipeline.upscale_volume(vol, spacing=1, method="cnn", model=model, device="cpu", threads=1)
+    notes = [w for w in report.warnings if "below the cubic spline" in w]
+    assert len(notes) == (1 if warned else 0)
+    if warned:
+        assert "1 of its 3 real-head" in notes[0] and "worst -0.30 dB" in notes[0] and "--method spline" in notes[0]

@@ -116,8 +116,9 @@ def real_head_gain(validation: Any) -> str:
         >>> real_head_gain({"real_heads": {"rows": rows}}), real_head_gain({"psnr_gain_min": 1.0})
         ('+0.1/+0.3', '-')
     """
-    rows = (validation.get("real_heads") or {}).get("rows") if isinstance(validation, dict) else None
-    gains = [r["psnr_gain"] for r in rows or [] if isinstance(r, dict) and "psnr_gain" in r]
+    from mrisr.inference.model_card import real_head_gains
+
+    gains = real_head_gains(validation)
     if not gains:
         return "-"
     return f"{min(gains):+.1f}/{sum(gains) / len(gains):+.1f}"

@@ -339,6 +339,17 @@ def _check_normalisation(norm: Any, where: str) -> dict:
     return dict(norm)
 
 
+def real_head_gains(validation: Any) -> list[float]:
+    """The PSNR gains (dB over the cubic spline) of a card's real-head rows; empty if never measured.
+
+    Example:
+        >>> real_head_gains({"real_heads": {"rows": [{"psnr_gain": 0.11}, {"case": "x"}]}}), real_head_gains({})
+        ([0.11], [])
+    """
+    rows = (validation.get("real_heads") or {}).get("rows") if isinstance(validation, dict) else None
+    return [float(r["psnr_gain"]) for r in rows or [] if isinstance(r, dict) and "psnr_gain" in r]
+
+
 def read_card(path: str | Path) -> ModelCard:
     """Read and validate a ``card.json`` (or the card of a model folder).
 

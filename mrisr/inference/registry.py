@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mrisr.errors import ModelError
-from mrisr.inference.model_card import CARD_FILE, LoadedModel, ModelCard, instantiate, read_card
+from mrisr.inference.model_card import CARD_FILE, LoadedModel, ModelCard, instantiate, read_card, real_head_gains
 
 #: Relative tolerance when comparing spacings and factors with trained ranges.
 RANGE_TOLERANCE = 0.02
@@ -93,6 +93,25 @@ def custom_model_warning(loaded: LoadedModel | Any) -> str | None:
     same = "the same weights (a copy)" if card.sha256 == getattr(loaded, "sha256", None) else "different weights"
     return (f"model {name!r} was loaded from {folder}, not from the shipped model of that name "
             f"({card.folder}); it has {same}")
+
+
+def real_heads_warning(card: ModelCard) -> str | None:
+    """A warning when the model's own card shows it below the cubic spline on real heads
+    (``validation.real_heads``, :mod:`mrisr.training.real_heads`).
+
+    Example:
+        >>> real_heads_warning(find_card()) is None   # the shipped default: above the spline on every row
+        True
+        >>> print(real_heads_warning(find_card("rrlsrn-2x2x2")))  # doctest: +ELLIPSIS
+        Model 'rrlsrn-2x2x2' was below the cubic spline on 11 of its 12 real-head validation rows (worst -0.67 dB, ...
+    """
+    gains = real_head_gains(card.validation)
+    below = [g for g in gains if g < 0]
+    if not below:
+        return None
+    return (f"Model {card.name!r} was below the cubic spline on {len(below)} of its {len(gains)} real-head "
+            f"validation rows (worst {min(gains):+.2f} dB, mean {sum(gains) / len(gains):+.2f} dB; its "
+            "validation.md): on real scans prefer the default model, or --method spline.")
 
 
 def default_model_name() -> str | None:

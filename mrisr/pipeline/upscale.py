@@ -217,14 +217,15 @@ def _interpolate(vol: np.ndarray, grid: TargetGrid, options: UpscaleOptions, rep
 
 
 def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, options: UpscaleOptions) -> None:
-    from mrisr.inference.registry import custom_model_warning, range_warnings
+    from mrisr.inference.registry import custom_model_warning, range_warnings, real_heads_warning
 
     report.model = loaded.name
     report.model_sha256 = getattr(loaded, "sha256", None) or getattr(loaded.card, "sha256", None)
     folder = getattr(loaded, "path", None)
     report.model_path = None if folder is None else str(folder)
-    if (warning := custom_model_warning(loaded)) is not None:
-        report.warn(warning)
+    for warning in (custom_model_warning(loaded), real_heads_warning(loaded.card)):
+        if warning is not None:
+            report.warn(warning)
     for name, value in options.engine_settings().items():  # what was asked; the engine's stats say what ran
         setattr(report, name, value)
     report.warn(*range_warnings(loaded.card, report.input_spacing, grid.spacing))

@@ -313,13 +313,61 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
     if real:
         validation["real_heads"] = {"protocol": REAL_PROTOCOL, "rows": real,
                                     "psnr_gain_min": min(r["psnr_gain"] for r in real)}
-        text += (f"## Real heads (PSNR gain over the cubic spline, dB)\n\n{REAL_PROTOCOL}.\n\n"
-                 f"{real_head_table(real, rows)}\n\n{markdown_table(real)}\n\n## Template slab\n\n")
+        text += real_heads_section(real, rows)
     card = save_model(network, folder, name=folder.name, version=version, description=description,
                       default=default, training=training, validation=validation,
                       normalisation=card_normalisation(cfg))
     (folder / "validation.md").write_text(text + f"{validation['protocol']}.\n\n{markdown_table(rows)}\n")
     return card
+
+
+def real_heads_section(real: list[dict], template: list[dict]) -> str:
+    """The real-head part of a ``validation.md``, ending where the template slab's part begins."""
+    return (f"## Real heads (PSNR gain over the cubic spline, dB)\n\n{REAL_PROTOCOL}.\n\n"
+            f"{real_head_table(real, template)}\n\n{markdown_table(real)}\n\n{_SLAB_HEADING}")
+
+
+_SLAB_HEADING = "## Template slab\n\n"
+
+
+def record_real_heads(folder: Path, real: list[dict]) -> None:
+    """Write real-head rows (:func:`real_head_report`'s) into an exported model's ``card.json`` and
+    ``validation.md``, replacing any there, without retraining or touching the weights.
+
+    For models exported before the real heads were measured (``benchmarks/bench_real_heads.py
+    --record``). Both files are replaced atomically; the card is re-read and validated first.
+
+    Example:
+        >>> import json, shutil, tempfile
+        >>> from mrisr.inference.registry import models_dir
+        >>> d = Path(tempfile.mkdtemp()) / "m"
+        >>> _ = shutil.copytree(models_dir() / "georgescu-1x1x4", d)
+        >>> row = {"contrast": "chris_t1_088mm", "case": "1x1x4-box", "acquisition": "box",
+        ...        "psnr_spline": 20.0, "psnr_model": 20.5, "psnr_gain": 0.5, "ssim_spline": 0.8,
+        ...        "ssim_model": 0.81, "ssim_gain": 0.01, "precision": "fp32", "seconds": 1.0}
+        >>> record_real_heads(d, [row])
+        >>> json.loads((d / "card.json").read_text())["validation"]["real_heads"]["psnr_gain_min"]
+        0.5
+        >>> (d / "validation.md").read_text().count("## Real heads")
+        1
+    """
+    from mrisr.inference.model_card import read_card
+    from mrisr.io.writer import save_bytes_atomic
+
+    if not real:
+        raise ValueError(f"{folder}: no real-head rows to record")
+    data = json.loads((folder / "card.json").read_text())
+    data["validation"]["real_heads"] = {"protocol": REAL_PROTOCOL, "rows": real,
+                                        "psnr_gain_min": min(r["psnr_gain"] for r in real)}
+    text = (folder / "validation.md").read_text()
+    title, _, rest = text.partition("\n\n")
+    if rest.startswith("## Real heads"):  # recorded before: replace it
+        rest = rest.partition(_SLAB_HEADING)[2]
+    rest = rest.removeprefix(_SLAB_HEADING)  # the section ends with this heading
+    card = (json.dumps(data, indent=2) + "\n").encode()
+    save_bytes_atomic(card, folder / "card.json", force=True, verify=read_card)
+    md = f"{title}\n\n" + real_heads_section(real, data["validation"]["rows"]) + rest
+    save_bytes_atomic(md.encode(), folder / "validation.md", force=True)
 
 
 #: How the real-head rows are measured.
