@@ -237,6 +237,7 @@ def test_recording_real_heads_replaces_them_and_keeps_the_rest(tmp_path):
     from mrisr.inference.registry import load_model, models_dir
 
     folder = shutil.copytree(models_dir() / "rrlsrn-1x1x4", tmp_path / "m")
+    (folder / "card.json").write_text(json.dumps(json.loads((folder / "card.json").read_text()), indent=1) + "\n")
     before = json.loads((folder / "card.json").read_text())
     title, _, rest = (folder / "validation.md").read_text().partition("\n\n")
     slab = rest.partition("## Template slab\n\n")[2] or rest
@@ -244,6 +245,7 @@ def test_recording_real_heads_replaces_them_and_keeps_the_rest(tmp_path):
     record_real_heads(folder, _rows(-0.25))
     record_real_heads(folder, _rows(0.5))
     after = json.loads((folder / "card.json").read_text())
+    assert (folder / "card.json").read_text().splitlines()[1].startswith(' "name"')  # the card's own indent kept
     text = (folder / "validation.md").read_text()
     assert after["validation"]["real_heads"]["psnr_gain_min"] == 0.5
     assert {k: v for k, v in after["validation"].items() if k != "real_heads"} == {

@@ -338,10 +338,9 @@ def record_real_heads(folder: Path, real: list[dict]) -> None:
     --record``). Both files are replaced atomically; the card is re-read and validated first.
 
     Example:
-        >>> import json, shutil, tempfile
+        >>> import json, shutil
         >>> from mrisr.inference.registry import models_dir
-        >>> d = Path(tempfile.mkdtemp()) / "m"
-        >>> _ = shutil.copytree(models_dir() / "georgescu-1x1x4", d)
+        >>> d = shutil.copytree(models_dir() / "georgescu-1x1x4", Path("m"))
         >>> row = {"contrast": "chris_t1_088mm", "case": "1x1x4-box", "acquisition": "box",
         ...        "psnr_spline": 20.0, "psnr_model": 20.5, "psnr_gain": 0.5, "ssim_spline": 0.8,
         ...        "ssim_model": 0.81, "ssim_gain": 0.01, "precision": "fp32", "seconds": 1.0}
@@ -356,7 +355,10 @@ def record_real_heads(folder: Path, real: list[dict]) -> None:
 
     if not real:
         raise ValueError(f"{folder}: no real-head rows to record")
-    data = json.loads((folder / "card.json").read_text())
+    raw = (folder / "card.json").read_text()
+    data = json.loads(raw)
+    second = raw.splitlines()[1:2] or [""]
+    indent = len(second[0]) - len(second[0].lstrip()) or 2  # keep the card's own layout: a diff of added rows only
     data["validation"]["real_heads"] = {"protocol": REAL_PROTOCOL, "rows": real,
                                         "psnr_gain_min": min(r["psnr_gain"] for r in real)}
     text = (folder / "validation.md").read_text()
@@ -364,7 +366,7 @@ def record_real_heads(folder: Path, real: list[dict]) -> None:
     if rest.startswith("## Real heads"):  # recorded before: replace it
         rest = rest.partition(_SLAB_HEADING)[2]
     rest = rest.removeprefix(_SLAB_HEADING)  # the section ends with this heading
-    card = (json.dumps(data, indent=2) + "\n").encode()
+    card = (json.dumps(data, indent=indent) + "\n").encode()
     save_bytes_atomic(card, folder / "card.json", force=True, verify=read_card)
     md = f"{title}\n\n" + real_heads_section(real, data["validation"]["rows"]) + rest
     save_bytes_atomic(md.encode(), folder / "validation.md", force=True)
