@@ -311,14 +311,18 @@ def export_model(cfg: Config, weights: Path, folder: Path, *, config_path: Path,
     }
     text = f"# Validation of {folder.name}\n\n"
     if real:
-        validation["real_heads"] = {"protocol": REAL_PROTOCOL, "rows": real,
-                                    "psnr_gain_min": min(r["psnr_gain"] for r in real)}
+        validation["real_heads"] = real_heads_entry(real)
         text += real_heads_section(real, rows)
     card = save_model(network, folder, name=folder.name, version=version, description=description,
                       default=default, training=training, validation=validation,
                       normalisation=card_normalisation(cfg))
     (folder / "validation.md").write_text(text + f"{validation['protocol']}.\n\n{markdown_table(rows)}\n")
     return card
+
+
+def real_heads_entry(real: list[dict]) -> dict:
+    """The card's ``validation.real_heads``: the protocol, the rows and their worst gain."""
+    return {"protocol": REAL_PROTOCOL, "rows": real, "psnr_gain_min": min(r["psnr_gain"] for r in real)}
 
 
 def real_heads_section(real: list[dict], template: list[dict]) -> str:
@@ -359,8 +363,7 @@ def record_real_heads(folder: Path, real: list[dict]) -> None:
     data = json.loads(raw)
     second = raw.splitlines()[1:2] or [""]
     indent = len(second[0]) - len(second[0].lstrip()) or 2  # keep the card's own layout: a diff of added rows only
-    data["validation"]["real_heads"] = {"protocol": REAL_PROTOCOL, "rows": real,
-                                        "psnr_gain_min": min(r["psnr_gain"] for r in real)}
+    data["validation"]["real_heads"] = real_heads_entry(real)
     text = (folder / "validation.md").read_text()
     title, _, rest = text.partition("\n\n")
     if rest.startswith("## Real heads"):  # recorded before: replace it
