@@ -20,6 +20,10 @@ The real validation heads live outside the repository (``../shared/data/`` or ``
    contrast inverted: CSF bright, white matter dark, air still dark; a stand-in for a T2/PD of the same anatomy:
    the real PD of part 2 is the only real cross-contrast truth).
 
+Besides the guided networks, every input also runs ``method="transfer"`` (what ``mrisr upscale --reference``
+does without ``--model``: :mod:`mrisr.inference.transfer`) with each ``--default`` model scored beside the
+spline by the input's own internal test; its row records the option the test chose (``--no-transfer`` skips it).
+
 Every figure is PSNR (dB) over the head mask of the truth (:func:`mrisr.evaluation.masks.head_mask`), the network
 through the code ``mrisr upscale`` runs (:func:`mrisr.inference.engine.enhance`, or :func:`mrisr.upscale` in part
 1). The JSON records the machine (:mod:`machine`).
@@ -98,9 +102,36 @@ def corrupted_copy(volume: np.ndarray, zooms, seed: int = 7) -> np.ndarray:
     return add_rician_noise(out, REF_NOISE * float(np.percentile(volume, 99)), rng)
 
 
+def acquired(target: np.ndarray, acq) -> tuple[np.ndarray, object]:
+    """The LR volume of ``target`` under ``acq`` (seeded as every row here) and the grid that takes it back onto
+    ``target``'s grid: ``resample_to_grid(lr, grid)`` is the rows' spline input."""
+    from mrisr.geometry.grid import target_grid
+    from mrisr.training.data import hr_grid_in_lr
+    from mrisr.training.lr_pairs import degrade_to_lr
+
+    lr = degrade_to_lr(target, acq, np.random.default_rng(1234))
+    return lr, hr_grid_in_lr(target.shape, target_grid(np.eye(4), target.shape, acq.factors))
+
+
+def transferred(lr: np.ndarray, grid, inp: np.ndarray, reference: np.ndarray, model) -> tuple[np.ndarray, str]:
+    """What ``mrisr upscale --reference`` (method ``transfer``, no consistency) makes of one input: the input's
+    internal test with ``model`` scored beside the spline (:class:`mrisr.inference.transfer.ReferenceTransfer`, as
+    :func:`mrisr.pipeline.upscale._transfer`), then the chosen option; ``(result, the choice's label)``."""
+    from mrisr.inference.engine import enhance
+    from mrisr.inference.transfer import ReferenceTransfer
+
+    rt = ReferenceTransfer(reference, grid, lr.shape)
+    choice = rt.choose(lr, None if model is None else (lambda x, g: enhance(x, model, device="cpu", factors=g)[0]))
+    factors = tuple(1.0 / r for r in grid.ratios)
+    base = enhance(inp, model, device="cpu", factors=factors)[0] if choice.network else inp
+    return rt.apply(inp, base, choice), choice.label
+
+
 def psnr_rows(label: str, head: str, acq_name: str, inp: np.ndarray, target: np.ndarray, mask: np.ndarray,
-              factors, reference: np.ndarray, defaults, guided, done: set, log) -> list[dict]:
-    """One row per method (spline, each default, each guided model) of one input."""
+              factors, reference: np.ndarray, defaults, guided, done: set, log,
+              transfer: tuple | None = None) -> list[dict]:
+    """One row per method (spline, each default, each guided model; with ``transfer = (lr, grid)``, the
+    reference's transfer with each default) of one input."""
     from mrisr.evaluation.metrics import psnr
     from mrisr.inference.engine import enhance
 
@@ -122,12 +153,22 @@ def psnr_rows(label: str, head: str, acq_name: str, inp: np.ndarray, target: np.
             sr, _ = enhance(inp, m, device="cpu", factors=factors, **extra)
             rows.append({"method": kind, "model": name, "test": label, "head": head, "case": acq_name,
                          "psnr": psnr(sr, target, mask=mask), "seconds": round(time.perf_counter() - t0, 1)})
+    for m in defaults if transfer is not None else []:
+        name = f"transfer + {m.name} {m.card.version}"
+        if (name,) + key in done:
+            continue
+        t0 = time.perf_counter()
+        sr, chosen = transferred(*transfer, inp, reference, m)
+        rows.append({"method": "transfer", "model": name, "test": label, "head": head, "case": acq_name,
+                     "psnr": psnr(sr, target, mask=mask), "seconds": round(time.perf_counter() - t0, 1),
+                     "chosen": chosen})
     for r in rows:
         log(f"{label:15s} {head:15s} {acq_name:22s} {r['model']:28s} {r['psnr']:6.2f} dB  ({r['seconds']} s)")
     return rows
 
 
-def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, log) -> tuple[list[dict], dict]:
+def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, log, with_transfer: bool = True
+              ) -> tuple[list[dict], dict]:
     """Parts 1 and 2 (see the module docstring)."""
     import nibabel as nib
 
@@ -153,15 +194,16 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
     if qc_dir is not None:
         spacing = min(zooms)
         pd_vol = Volume(pd, pd_img.affine)
-        runs = [(m, {}) for m in defaults] + [(m, {"reference": Volume(t1, t1_img.affine), "register": "rigid"})
-                                              for m in guided]
-        for m, extra in runs:
+        t1_ref = {"reference": Volume(t1, t1_img.affine), "register": "rigid"}
+        runs = [(m, "default", {}) for m in defaults] + [(m, "guided", t1_ref) for m in guided]
+        runs += [(m, "transfer", {**t1_ref, "method": "transfer"}) for m in defaults] if with_transfer else []
+        for m, tag, extra in runs:
             t0 = time.perf_counter()
             out = mrisr.upscale(pd_vol, spacing=spacing, model=str(m.path), device="cpu", **extra)
             seconds = time.perf_counter() - t0
-            tag = "guided" if extra else "default"
-            path = qc_dir / f"guided-real-pd-{m.name}.png"
-            qc_picture(pd_vol, Volume(np.asarray(out.dataobj, np.float32), out.affine), path, method="cnn",
+            path = qc_dir / (f"guided-real-pd-{m.name}.png" if tag != "transfer" else "guided-real-pd-transfer.png")
+            qc_picture(pd_vol, Volume(np.asarray(out.dataobj, np.float32), out.affine), path,
+                       method=extra.get("method", "cnn"),
                        model=f"{m.name} {m.card.version}" + (" + T1 reference (rigid)" if extra else ""),
                        names=("chris_pd_thick (real 2.4 mm PD)", f"{tag} {spacing:.2f} mm"), note=ATTRIBUTION)
             info.setdefault("qc", []).append({"model": f"{m.name} {m.card.version}", "picture": str(path),
@@ -174,11 +216,12 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
     rows = []
     for case in inplane_cases(pd, zooms[2] / zooms[0]):
         rows += psnr_rows("real-pd-inplane", "chris_pd_thick", case.name, case.inp, case.target, case.mask,
-                          case.acquisition.factors, ref, defaults, guided, done, log)
+                          case.acquisition.factors, ref, defaults, guided, done, log,
+                          transfer=acquired(case.target, case.acquisition) if with_transfer else None)
     return rows, info
 
 
-def simulated_pairs(folder: Path, defaults, guided, done: set, log) -> list[dict]:
+def simulated_pairs(folder: Path, defaults, guided, done: set, log, with_transfer: bool = True) -> list[dict]:
     """Part 3 (see the module docstring)."""
     import nibabel as nib
 
@@ -197,7 +240,8 @@ def simulated_pairs(folder: Path, defaults, guided, done: set, log) -> list[dict
             inp = simulate(target, acq, np.random.default_rng(1234))
             test = label if kind == "none" else f"{label} ({kind})"
             rows += psnr_rows(test, key, acq_name, inp, target, head_mask(target), acq.factors, reference,
-                              defaults, guided, done, log)
+                              defaults, guided, done, log,
+                              transfer=acquired(target, acq) if with_transfer else None)
     return rows
 
 
@@ -207,7 +251,7 @@ def table(rows: list[dict]) -> str:
     models = list(dict.fromkeys(r["model"] for r in rows))
     defaults = [m for m in models if any(r["model"] == m and r["method"] == "default" for r in rows)]
     default = defaults[-1] if defaults else None  # the newest single-input model given
-    guided = [m for m in models if any(r["model"] == m and r["method"] == "guided" for r in rows)]
+    guided = [m for m in models if any(r["model"] == m and r["method"] in ("guided", "transfer") for r in rows)]
     cells: dict = {}
     for r in rows:
         cells.setdefault((r["test"], r["head"], r["case"]), {})[r["model"]] = r["psnr"]
@@ -233,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qc-dir", type=Path, help="write the QC pictures of the real PD here (part 1)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--no-simulated", action="store_true", help="parts 1-2 only")
+    ap.add_argument("--no-transfer", action="store_true",
+                    help="skip method 'transfer' (the reference's detail with each --default model)")
     args = ap.parse_args(argv)
 
     import torch
@@ -250,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     guided = [load_model(m) for m in args.guided]
     print(describe(), flush=True)
     t0 = time.perf_counter()
-    rows, info = real_pair(folder, defaults, guided, args.qc_dir, done, print)
+    rows, info = real_pair(folder, defaults, guided, args.qc_dir, done, print, not args.no_transfer)
     if not args.no_simulated:
-        rows += simulated_pairs(folder, defaults, guided, done, print)
+        rows += simulated_pairs(folder, defaults, guided, done, print, not args.no_transfer)
     run = {"machine": machine_info(), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t0),
            "models": [f"{m.name} {m.card.version}" for m in defaults + guided],
            "model_sha256": {f"{m.name} {m.card.version}": m.sha256 for m in defaults + guided}, **info}

@@ -11,8 +11,11 @@ Example:
     'median'
 """
 
-#: Processing methods: the bundled network on top of a spline, or the spline alone.
-METHODS = ("cnn", "spline")
+#: Processing methods: the bundled network on top of a spline, the spline alone, or a reference's detail
+#: transferred into the input (``--reference``; :mod:`mrisr.inference.transfer`).
+METHODS = ("cnn", "spline", "transfer")
+#: The methods that run a network (when one is available: ``transfer`` also runs without).
+NETWORK_METHODS = ("cnn", "transfer")
 #: How a reference is aligned to the input: trust the headers, or rigid registration.
 REGISTRATIONS = ("none", "rigid")
 #: Devices the network runs on (``cuda:N`` picks one GPU; :func:`mrisr.inference.device.resolve_device`).

@@ -187,17 +187,23 @@ def test_one_reference_for_several_inputs_is_refused(scans, guided, tmp_path):
     assert "--reference guides one input, but 2 inputs were given" in " ".join(result.stderr.split())
 
 
-def test_reference_without_model_uses_the_shipped_guided_model(scans, guided, single, tmp_path, monkeypatch):
+def test_reference_without_model_transfers_and_cnn_uses_the_shipped_guided_model(scans, guided, tmp_path,
+                                                                                 monkeypatch):
     lr, ref = scans
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     monkeypatch.setattr("mrisr.inference.registry.models_dir", lambda: shipped)
-    result = run(lr, "--spacing", "1", "--reference", ref)
+    result = run(lr, "--spacing", "1", "--reference", ref, "--method", "cnn")
     assert result.exit_code == 2
     assert "no guided model ships with this installation; pass --model" in " ".join(result.stderr.split())
+    # no --method: the reference's detail (mrisr.inference.transfer), here with no network to score beside it
+    result = run(lr, "--spacing", "1", "--reference", ref, "--json", "-o", tmp_path / "t.nii.gz")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["method"], record["model"], record["transfer"]["network"]) == ("transfer", None, False)
+    assert record["transfer"]["internal_test"]["pairs"] == ["2x2x4 gaussian"]  # every axis coarse: its factors again
     (shipped / "tiny-guided").symlink_to(guided, target_is_directory=True)
-    (shipped / "tiny-single").symlink_to(single, target_is_directory=True)
-    result = run(lr, "--spacing", "1", "--reference", ref, "--json", "-o", tmp_path / "out.nii.gz")
+    result = run(lr, "--spacing", "1", "--reference", ref, "--method", "cnn", "--json", "-o", tmp_path / "out.nii.gz")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model"] == "tiny-guided"
 

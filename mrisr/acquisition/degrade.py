@@ -28,7 +28,8 @@ from mrisr.inference.intensity import robust_scale
 from mrisr.options import PSFS
 
 
-def _apply_axis(data: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+def apply_axis(data: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` (rows: new samples, columns: ``data``'s along ``axis``) applied along one axis, in float32."""
     out = np.tensordot(matrix.astype(np.float32), data, axes=([1], [axis]))
     return np.moveaxis(out, 0, axis)
 
@@ -100,7 +101,7 @@ def degrade(data: np.ndarray, affine: np.ndarray, spacing: float | Sequence[floa
     out = np.asarray(data, dtype=np.float32)
     for axis, op in enumerate(axis_operators(out.shape, grid, psf, widths)):
         if op is not None:
-            out = _apply_axis(out, op, axis)
+            out = apply_axis(out, op, axis)
     if noise > 0:
         rng = np.random.default_rng(seed)
         out = add_rician_noise(out, noise * robust_scale(out), rng)

@@ -91,14 +91,15 @@ OrderOpt = Annotated[int, typer.Option(
 AntialiasOpt = Annotated[bool, typer.Option(
     "--antialias/--no-antialias", rich_help_panel=GRID, help="Smooth axes made coarser before sampling.")]
 MethodOpt = Annotated[Method | None, typer.Option(
-    "--method", show_default=False, rich_help_panel=MODEL,
-    help="cnn (spline + network) or spline only. Default: cnn when a model ships.")]
+    "--method", metavar="METHOD", show_default=False, rich_help_panel=MODEL,
+    help="cnn (spline + network), spline, or transfer (the --reference's detail). Default: cnn; transfer "
+         "with --reference.")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", metavar="NAME|PATH", show_default=False, rich_help_panel=MODEL,
     help="Shipped model (see mrisr models) or a model folder.")]
 ReferenceOpt = Annotated[Path | None, typer.Option(
     "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
-    help="A finer scan of the same head (e.g. a 1 mm T1) for a guided model; one input only.")]
+    help="A finer scan of the same head (e.g. a 1 mm T1) to guide the result; one input only.")]
 RegisterOpt = Annotated[str, typer.Option(
     "--register", metavar="|".join(REGISTRATIONS), rich_help_panel=MODEL,
     help="Align --reference to the input first (rigid) or trust the headers (none).")]
@@ -295,7 +296,7 @@ def make_settings(**values: Any) -> BatchSettings:
         raise MrisrError("give either --spacing or --factor, not both")
     _check_reference_options(values.get("reference"), values.get("register", "none"), values.get("method"))
     settings = BatchSettings(**values)
-    if settings.options.method == "cnn":
+    if settings.options.loads_model:
         from mrisr.inference.device import resolve_device, resolve_precision
 
         resolve_precision(settings.options.precision, resolve_device(settings.options.device))
@@ -314,8 +315,8 @@ def _check_reference_options(reference: Any, register: str, method: str | None) 
     if not Path(reference).exists():
         raise MrisrError(f"--reference {reference}: no such file or folder")
     if method == "spline":
-        raise MrisrError("--reference guides the network, but --method is spline (which cannot use it); drop "
-                         "--reference or use --method cnn")
+        raise MrisrError("--reference guides the result, but --method is spline (which cannot use it); drop "
+                         "--reference or use --method transfer (the default with --reference) or cnn")
 
 
 def _plan(inputs: list[Path], settings: BatchSettings, output: Path | None, output_dir: Path | None, suffix: str,
@@ -465,7 +466,7 @@ def _stdout_is_terminal() -> bool:
 
 def _warn_shared_device(settings: BatchSettings, n_jobs: int, console: Any) -> None:
     """--jobs is for CPU runs: say so when several inputs would share one GPU."""
-    if settings.options.method != "cnn":
+    if not settings.options.loads_model:
         return
     from mrisr.inference.device import resolve_device
 

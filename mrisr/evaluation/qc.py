@@ -48,6 +48,7 @@ from scipy import ndimage
 from mrisr.errors import MrisrError
 from mrisr.geometry.grid import TargetGrid, voxel_sizes
 from mrisr.io.naming import sidecar_path, split_extension
+from mrisr.options import METHODS
 from mrisr.volume import Volume
 
 #: Appended to the output's stem to name its picture.
@@ -312,7 +313,7 @@ def qc_picture(input: Volume, result: Volume, path: str | Path, *, spline: np.nd
         spline: The spline volume on ``result``'s grid, if already at hand;
             ``None`` recomputes it with ``order`` and ``antialias`` (except
             for ``method="spline"``, where the result is the spline).
-        method: ``"cnn"``, ``"spline"`` or ``None`` (unknown).
+        method: ``"cnn"``, ``"spline"``, ``"transfer"`` or ``None`` (unknown).
         model: Model name, shown on the figure.
         order, antialias: The interpolation settings of the run.
         point: World point (mm, RAS) the slices go through; default the
@@ -372,7 +373,8 @@ def _title_lines(input: Volume, result: Volume, names: tuple[str, str] | None, m
     in_name, out_name = names or (str(input.path or "input"), str(result.path or "result"))
     shape_in = "x".join(str(int(v)) for v in np.shape(input.data)[:3])
     shape_out = "x".join(str(int(v)) for v in np.shape(result.data)[:3])
-    how = {"cnn": f"method cnn, model {model or '?'}", "spline": f"method spline (order {order})"}.get(
+    how = {"cnn": f"method cnn, model {model or '?'}", "spline": f"method spline (order {order})",
+           "transfer": f"method transfer (the reference's detail; network {model or 'none'})"}.get(
         str(method), "method unknown")
     view = "radiological (patient's right on the left)" if radiological else "neurological (patient's left on the left)"
     return [
@@ -499,7 +501,7 @@ def qc_files(input: str | Path, output: str | Path, png: str | Path | None = Non
     in_vol = load_volume(input, nan_to_num=True)
     out_vol = load_volume(output, nan_to_num=True)
     record = read_sidecar(output) or {}
-    method = record.get("method") if record.get("method") in ("cnn", "spline") else None
+    method = record.get("method") if record.get("method") in METHODS else None
     order = record.get("order")
     order = int(order) if isinstance(order, int) and 0 <= order <= 5 else 3
     antialias = bool(record.get("antialias", True))

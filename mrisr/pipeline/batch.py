@@ -118,12 +118,12 @@ def prepare_model(settings: BatchSettings) -> Any:
         ModelError: an unknown model or a broken card; a guided model without ``settings.reference``,
             or a single-input model with one.
     """
-    if settings.options.method != "cnn":
+    if not settings.options.loads_model:
         return None
     from mrisr.inference.registry import PendingModel, check_card_channels
 
     pending = PendingModel.loading(settings.options.model)
-    check_card_channels(pending.card, settings.options.guided)
+    check_card_channels(pending.card, settings.options.guided_network)
     return pending
 
 
@@ -319,7 +319,7 @@ def iter_jobs(jobs: Iterable[Job], settings: BatchSettings, model: Any = None, *
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    if settings.options.method == "cnn":
+    if settings.options.loads_model:
         if settings.options.threads is None:
             settings = settings.with_options(threads=threads_per_job(workers))
         model = load_model_once(model if model is not None else prepare_model(settings))

@@ -14,7 +14,7 @@ import numpy as np
 
 from mrisr.errors import MrisrError, look_up_option
 from mrisr.geometry.grid import DEFAULT_MAX_VOXELS, TargetGrid, parse_spacing, spacing_from_factor, target_grid
-from mrisr.options import COMBINES, METHODS, PSF_CHOICES, REGISTRATIONS
+from mrisr.options import COMBINES, METHODS, NETWORK_METHODS, PSF_CHOICES, REGISTRATIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -79,32 +79,47 @@ def resolve_method(method: str | None, model: Any = None, guided: bool = False) 
     """Choose the method and the model to use.
 
     ``method=None`` means ``"cnn"`` when a model is given or a default model
-    ships, else ``"spline"``. With ``guided`` (a reference was given) the
-    method is ``"cnn"`` and the model, unless given, the first shipped
-    guided model.
+    ships, else ``"spline"``. With ``guided`` (a reference was given) and no
+    model, it means ``"transfer"`` (the reference's detail, chosen per scan
+    with the default single-input network: :mod:`mrisr.inference.transfer`);
+    a model given with a reference is a guided network (``"cnn"``), and
+    ``"cnn"`` with a reference and no model the first shipped guided model.
 
     Returns:
         ``(method, model)``: ``model`` is what was given, or the default
-        (guided) model's name for ``"cnn"``; ``None`` for ``"spline"``.
+        (guided) model's name for ``"cnn"``, the default model's (or None
+        when none ships) for ``"transfer"``; ``None`` for ``"spline"``.
 
     Raises:
         MrisrError: an unknown method, ``"cnn"`` with no model available, a
-            model or a reference given together with ``"spline"``.
-        ModelError: a reference without a model when no guided model ships.
+            model or a reference given together with ``"spline"``,
+            ``"transfer"`` without a reference.
+        ModelError: ``"cnn"`` with a reference, without a model, when no guided model ships.
 
     Example:
         >>> resolve_method("spline")
         ('spline', None)
+        >>> resolve_method(None, guided=True)[0], resolve_method("cnn", "m", guided=True)
+        ('transfer', ('cnn', 'm'))
     """
     if method is not None:
         look_up_option(method, METHODS, "method")
+    if method == "transfer" or (method is None and guided and model is None):
+        if not guided:
+            raise MrisrError("method 'transfer' moves a reference scan's detail into the input: give a reference "
+                             "(--reference PATH)")
+        if model is not None:
+            return "transfer", model
+        from mrisr.inference.registry import default_model_name
+
+        return "transfer", default_model_name()
     if method == "spline":
         if model is not None:
             raise MrisrError(f"a model was given ({_model_label(model)}) but the method is 'spline'; "
                              "drop the model or use method 'cnn'")
         if guided:
-            raise MrisrError("a reference was given but the method is 'spline', which cannot use it (only a guided "
-                             "network does); drop the reference or use method 'cnn'")
+            raise MrisrError("a reference was given but the method is 'spline', which cannot use it; drop the "
+                             "reference or use method 'transfer' (the default with a reference) or 'cnn'")
         return "spline", None
     if model is not None:
         return "cnn", model
@@ -190,8 +205,10 @@ def resolve_consistency(consistency: bool | None, method: str) -> bool:
     Example:
         >>> resolve_consistency(None, "cnn"), resolve_consistency(None, "spline"), resolve_consistency(False, "cnn")
         (True, False, False)
+        >>> resolve_consistency(None, "transfer")
+        True
     """
-    return method == "cnn" if consistency is None else bool(consistency)
+    return method in NETWORK_METHODS if consistency is None else bool(consistency)
 
 
 def check_adapt_args(adapt: Any, method: str, guided: bool) -> Any:
@@ -210,11 +227,11 @@ def check_adapt_args(adapt: Any, method: str, guided: bool) -> Any:
         return None
     from mrisr.inference.adapt import AdaptOptions
 
-    if method != "cnn":
-        raise MrisrError("--adapt fine-tunes the network: it needs --method cnn")
     if guided:
         raise MrisrError("--adapt does not take a reference yet: the internal pairs are made from the input "
                          "alone, with no second scan to pair with (run the guided model without --adapt)")
+    if method != "cnn":
+        raise MrisrError("--adapt fine-tunes the network: it needs --method cnn")
     return adapt if isinstance(adapt, AdaptOptions) else AdaptOptions(seconds=adapt)
 
 

@@ -99,7 +99,7 @@ def _portable_settings(settings: BatchSettings, n_workers: int | None) -> BatchS
         changes["reference"] = Path(options.reference).absolute()
     if isinstance(options.model, (str, Path)) and Path(options.model).exists():
         changes["model"] = str(Path(options.model).absolute())
-    if options.method == "cnn" and options.threads is None and n_workers:
+    if options.loads_model and options.threads is None and n_workers:
         changes["threads"] = threads_per_job(n_workers)  # N local processes share this machine's cores
     return settings.with_options(**changes) if changes else settings
 
@@ -109,7 +109,7 @@ def run_on_worker(job: Job, settings: BatchSettings) -> Job:
     from mrisr.pipeline.settings import output_settings, settings_fingerprint
 
     model = None
-    if settings.options.method == "cnn":
+    if settings.options.loads_model:
         key = settings_fingerprint(output_settings(settings)) or ""
         if _WORKER_MODEL.get("key") != key:
             _WORKER_MODEL.clear()

@@ -73,6 +73,9 @@ class UpscaleReport:
             with ``rigid`` ``rotation_deg``, ``translation_mm`` (at the
             output's centre) and ``transform_file`` (the ``.tfm`` written
             beside the output, filled by the writer); else ``None``.
+        transfer: With ``method="transfer"``: what the input's internal test chose (the network's result or the
+            spline, with or without the reference's detail), the fit's window and eps, and the test's PSNR per
+            option (:meth:`mrisr.inference.transfer.ReferenceTransfer.describe`); else ``None``.
     """
 
     input: str | None
@@ -103,6 +106,7 @@ class UpscaleReport:
     ood: dict | None = None
     reference: dict | None = None
     adapt: dict | None = None
+    transfer: dict | None = None
 
     @classmethod
     def for_grid(cls, volume: Volume, grid: TargetGrid, options: UpscaleOptions) -> UpscaleReport:

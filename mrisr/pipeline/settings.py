@@ -20,7 +20,7 @@ import numpy as np
 
 from mrisr.errors import MrisrError
 from mrisr.geometry.grid import DEFAULT_MAX_VOXELS
-from mrisr.options import CLI_DTYPES
+from mrisr.options import CLI_DTYPES, NETWORK_METHODS
 from mrisr.pipeline.checks import (
     check_adapt_args,
     check_guide_args,
@@ -47,7 +47,8 @@ class UpscaleOptions:
         spacing: Target voxel size(s) in mm: one value (isotropic) or three (per voxel axis i, j, k). Exactly one of
             ``spacing``/``factor``.
         factor: Refinement factor(s): 2 halves every voxel size.
-        method: ``"cnn"``, ``"spline"``, or ``None`` (cnn when a model is available).
+        method: ``"cnn"``, ``"spline"``, ``"transfer"`` (a reference's detail: :mod:`mrisr.inference.transfer`),
+            or ``None`` (cnn when a model is available; transfer with a reference and no model).
         order: B-spline order 0 (nearest) to 5; 3 (cubic) by default.
         model: Model name, path or loaded model (``None``: the default model).
         antialias: Smooth axes made coarser before sampling.
@@ -63,8 +64,9 @@ class UpscaleOptions:
             std (cnn only).
         ensemble: ``"mean"`` or ``"median"``: how the 8 flips are combined (given alone, runs the flip ensemble
             without keeping the std); ``None``: one pass, or ``"mean"`` with ``uncertainty``.
-        reference: A finer scan of the same head (path, nibabel image or :class:`~mrisr.volume.Volume`, 3D) for a
-            guided model (``docs/guided.md``); without ``model``, the shipped guided model is used.
+        reference: A finer scan of the same head (path, nibabel image or :class:`~mrisr.volume.Volume`, 3D)
+            (``docs/guided.md``): without ``model`` (and ``method`` None or ``"transfer"``) its detail is
+            transferred into the input, the default network scored beside it; with ``model``, a guided model.
         register: ``"none"`` (trust the headers) or ``"rigid"``: register the reference to the input first
             (:func:`mrisr.trust.registration.register_rigid`).
         adapt: Per-scan adaptation (:mod:`mrisr.inference.adapt`): seconds of fine-tuning on pairs made from the
@@ -128,8 +130,18 @@ class UpscaleOptions:
 
     @property
     def guided(self) -> bool:
-        """Whether a reference guides the network."""
+        """Whether a reference guides the result (a guided network, or the transfer of its detail)."""
         return self.reference is not None
+
+    @property
+    def guided_network(self) -> bool:
+        """Whether the reference feeds a guided network (``method="cnn"`` with a reference)."""
+        return self.reference is not None and self.method == "cnn"
+
+    @property
+    def loads_model(self) -> bool:
+        """Whether a network runs: ``cnn``, or ``transfer`` with a single-input model to score and use."""
+        return self.method in NETWORK_METHODS and self.model is not None
 
     @property
     def adapt_options(self) -> Any:
@@ -242,7 +254,7 @@ def output_settings(settings: BatchSettings) -> dict:
         if values[name] is not None:
             numbers = [float(v) for v in values[name]]
             values[name] = numbers * 3 if len(numbers) == 1 else numbers
-    values["model"] = _model_identity(options.model) if options.method == "cnn" else None
+    values["model"] = _model_identity(options.model) if options.loads_model else None
     if values["reference"] is not None:
         values["reference"] = str(Path(values["reference"]).absolute())
     return values

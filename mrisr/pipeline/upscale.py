@@ -15,6 +15,10 @@ Steps for each 3D volume (a 4D series is processed volume by volume):
    A guided model also gets a reference image (``reference=``), optionally
    rigidly registered to the input (:mod:`mrisr.trust.registration`), resampled
    once onto the output grid (:mod:`mrisr.trust.reference`).
+   With ``method="transfer"`` (a reference and no model: the default) the
+   reference's detail is added instead (:mod:`mrisr.inference.transfer`), to
+   the spline or to the single-input network's result, whichever the input's
+   own internal test (its first volume) finds truer.
 
 A learned-upsampling model (``rrlsrn``, ``georgescu``) reverses the order: the
 network refines the input by its integer scale on the input's own grid, then
@@ -106,7 +110,7 @@ def upscale_volume(volume: Volume, options: UpscaleOptions | None = None, *,
     loaded = None
     engine_kw = options.engine_settings()
     first: np.ndarray | None = None
-    if options.method == "cnn":
+    if options.loads_model:
         from mrisr.inference.engine import check_model_channels
         from mrisr.inference.registry import PendingModel
 
@@ -115,17 +119,21 @@ def upscale_volume(volume: Volume, options: UpscaleOptions | None = None, *,
         if _splines_first(pending.card, options):  # and its first volume interpolated (the GIL released)
             first = _interpolate(data if data.ndim == 3 else data[..., 0], grid, options, report)
         loaded = pending.result()
-        check_model_channels(loaded, options.guided)
+        check_model_channels(loaded, options.guided_network)
         check_learned(loaded, grid)
         _describe_model(report, loaded, grid, options)
         report.ood = assessment.to_dict()
         report.warn(*assessment.warnings, once=True)
-        if options.guided:
+        if options.guided_network:
             engine_kw["reference"] = _guide(volume, grid, options.reference, options.register, report)
         if options.adapt_options is not None:
             loaded, progress = _adapt(loaded, data, grid, options.adapt_options, report, options.threads, progress)
+    transfer = None
+    if options.method == "transfer":
+        transfer = _transfer(volume, grid, options, report, loaded, engine_kw)
     maps: dict[str, np.ndarray] = {}
-    out = _run_volumes(data, grid, report, loaded, options, progress, engine_kw, maps=maps, first=first)
+    out = _run_volumes(data, grid, report, loaded, options, progress, engine_kw, maps=maps, first=first,
+                       transfer=transfer)
     return UpscaleResult.with_std(out, grid.affine.copy(), report, maps.get("std") if options.uncertainty else None)
 
 
@@ -151,6 +159,37 @@ def _adapt(loaded: Any, data: np.ndarray, grid: TargetGrid, opts: Any, report: U
     rest = None if progress is None else (lambda done, total: progress(ADAPT_SHARE * total
                                                                         + (1 - ADAPT_SHARE) * done, total))
     return adapted, rest
+
+
+def _transfer(volume: Volume, grid: TargetGrid, options: UpscaleOptions, report: UpscaleReport, loaded: Any,
+              engine_kw: dict) -> tuple[Any, Any]:
+    """The reference on ``grid`` and the input's internal test (:mod:`mrisr.inference.transfer`), scoring
+    ``loaded`` (the single-input network, or None) beside the spline: ``(ReferenceTransfer, Choice)``."""
+    from mrisr.inference.transfer import ReferenceTransfer
+
+    if loaded is not None and getattr(loaded.network, "upsampling", None) is not None:
+        raise MrisrError(f"method 'transfer' adds the reference's detail to a residual network's result; "
+                         f"{loaded.name!r} is a learned-upsampling model (drop --model to use the default)")
+    guide = _guide(volume, grid, options.reference, options.register, report)
+    t0 = time.perf_counter()
+    data = np.asarray(volume.data)
+    first = data if data.ndim == 3 else data[..., 0]
+    rt = ReferenceTransfer(guide, grid, first.shape, order=options.order, antialias=options.antialias)
+    refine = None
+    if loaded is not None:
+        from mrisr.inference.engine import enhance
+
+        def refine(sim: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
+            return enhance(sim, loaded, factors=factors, **engine_kw)[0]
+
+    choice = rt.choose(first, refine)
+    report.add_time("transfer", time.perf_counter() - t0)
+    report.transfer = rt.describe(choice)
+    if choice.candidate is None:
+        base = "the network's result" if choice.network else "the spline"
+        report.warn(f"reference: its detail did not make the input's own internal test truer "
+                    f"({', '.join(choice.table['pairs']) or 'no head found'}); the result is {base} alone")
+    return rt, choice
 
 
 def _guide(volume: Volume, grid: TargetGrid, reference: Any, register: str, report: UpscaleReport) -> np.ndarray:
@@ -204,7 +243,7 @@ def _splines_first(card: Any, options: UpscaleOptions) -> bool:
     """Whether the first volume's spline can be computed before the network is loaded: the network refines
     that spline (not a learned-upsampling or guided model, no per-scan adaptation before it)."""
     scale = (card.architecture.get("params") or {}).get("scale")
-    return not scale and not options.guided and options.adapt_options is None
+    return not scale and not options.guided_network and options.adapt_options is None
 
 
 def _interpolate(vol: np.ndarray, grid: TargetGrid, options: UpscaleOptions, report: UpscaleReport,
@@ -233,8 +272,10 @@ def _describe_model(report: UpscaleReport, loaded: Any, grid: TargetGrid, option
 
 def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, loaded: Any, options: UpscaleOptions,
                  progress: ProgressCallback | None, engine_kw: dict, *, maps: dict | None = None,
-                 first: np.ndarray | None = None) -> np.ndarray:
-    """Each volume through the spline and the network (``first``: the first volume's spline, already computed)."""
+                 first: np.ndarray | None = None, transfer: tuple[Any, Any] | None = None) -> np.ndarray:
+    """Each volume through the spline and the network (``first``: the first volume's spline, already computed;
+    ``transfer``: the reference's :class:`~mrisr.inference.transfer.ReferenceTransfer` and the internal test's
+    choice, which says whether the network runs)."""
     order, antialias, ensemble = options.order, options.antialias, options.ensemble
     consistency = options.consistency_psf if options.consistency else None
     n = report.n_volumes
@@ -268,7 +309,8 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
                 result = _interpolate(vol, grid, options, report, lambda k: ticker.add(k * interp_share / 3))
             spline = result if tracker is not None else None
             network = None
-            if loaded is not None:
+            interpolated = result
+            if loaded is not None and (transfer is None or transfer[1].network):
                 # The network may be conditioned on the upsampling factor per voxel axis.
                 factors = tuple(1.0 / r for r in grid.ratios)
                 kw = {**engine_kw, "factors": factors}
@@ -281,6 +323,12 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
                 else:
                     result = _enhance(result, loaded, report, kw, ticker, 1.0 - interp_share)
                 network = result if tracker is not None else None
+            if transfer is not None:
+                t0 = time.perf_counter()
+                result = transfer[0].apply(interpolated, result, transfer[1])
+                network = result if tracker is not None else None
+                report.add_time("transfer", time.perf_counter() - t0)
+            del interpolated
         if tracker is not None:
             t0 = time.perf_counter()
             result = tracker(vol, spline, network)
