@@ -186,9 +186,10 @@ def _transfer(volume: Volume, grid: TargetGrid, options: UpscaleOptions, report:
     report.add_time("transfer", time.perf_counter() - t0)
     report.transfer = rt.describe(choice)
     if choice.candidate is None:
-        base = "the network's result" if choice.network else "the spline"
+        base = "the network's" if choice.network else "the spline"
         report.warn(f"reference: its detail did not make the input's own internal test truer "
-                    f"({', '.join(choice.table['pairs']) or 'no head found'}); the result is {base} alone")
+                    f"({', '.join(choice.table['pairs']) or 'no head found'}); the result is what it would be "
+                    f"without the reference ({base})")
     return rt, choice
 
 
