@@ -22,7 +22,9 @@ The real validation heads live outside the repository (``../shared/data/`` or ``
 
 Besides the guided networks, every input also runs ``method="transfer"`` (what ``mrisr upscale --reference``
 does without ``--model``: :mod:`mrisr.inference.transfer`) with each ``--default`` model scored beside the
-spline by the input's own internal test; its row records the option the test chose (``--no-transfer`` skips it).
+spline by the input's own internal test, the reference registered rigidly first as ``mrisr upscale`` does
+(``--transfer-register none`` trusts the headers instead); its row records the option the test chose
+(``--no-transfer`` skips it).
 
 Every figure is PSNR (dB) over the head mask of the truth (:func:`mrisr.evaluation.masks.head_mask`), the network
 through the code ``mrisr upscale`` runs (:func:`mrisr.inference.engine.enhance`, or :func:`mrisr.upscale` in part
@@ -102,24 +104,34 @@ def corrupted_copy(volume: np.ndarray, zooms, seed: int = 7) -> np.ndarray:
     return add_rician_noise(out, REF_NOISE * float(np.percentile(volume, 99)), rng)
 
 
-def acquired(target: np.ndarray, acq) -> tuple[np.ndarray, object]:
-    """The LR volume of ``target`` under ``acq`` (seeded as every row here) and the grid that takes it back onto
-    ``target``'s grid: ``resample_to_grid(lr, grid)`` is the rows' spline input."""
+def acquired(target: np.ndarray, acq) -> tuple[np.ndarray, object, np.ndarray]:
+    """The LR volume of ``target`` under ``acq`` (seeded as every row here), the grid that takes it back onto
+    ``target``'s grid (``resample_to_grid(lr, grid)`` is the rows' spline input) and its affine in ``target``'s
+    voxel coordinates (the world of these rows)."""
     from mrisr.geometry.grid import target_grid
     from mrisr.training.data import hr_grid_in_lr
     from mrisr.training.lr_pairs import degrade_to_lr
 
     lr = degrade_to_lr(target, acq, np.random.default_rng(1234))
-    return lr, hr_grid_in_lr(target.shape, target_grid(np.eye(4), target.shape, acq.factors))
+    lr_grid = target_grid(np.eye(4), target.shape, acq.factors)
+    return lr, hr_grid_in_lr(target.shape, lr_grid), lr_grid.affine
 
 
-def transferred(lr: np.ndarray, grid, inp: np.ndarray, reference: np.ndarray, model) -> tuple[np.ndarray, str]:
-    """What ``mrisr upscale --reference`` (method ``transfer``, no consistency) makes of one input: the input's
-    internal test with ``model`` scored beside the spline (:class:`mrisr.inference.transfer.ReferenceTransfer`, as
+def transferred(lr: np.ndarray, grid, lr_affine: np.ndarray, inp: np.ndarray, reference: np.ndarray, model,
+                register: str = "rigid") -> tuple[np.ndarray, str]:
+    """What ``mrisr upscale --reference`` (method ``transfer``, no consistency) makes of one input: the reference
+    registered rigidly to the input (the transfer's default), the input's internal test with ``model`` scored
+    beside the spline (:class:`mrisr.inference.transfer.ReferenceTransfer`, as
     :func:`mrisr.pipeline.upscale._transfer`), then the chosen option; ``(result, the choice's label)``."""
     from mrisr.inference.engine import enhance
     from mrisr.inference.transfer import ReferenceTransfer
+    from mrisr.trust.reference import resample_reference
+    from mrisr.trust.registration import register_rigid
+    from mrisr.volume import Volume
 
+    if register == "rigid":  # the rows' world is the truth's voxel grid (grid.affine is the identity)
+        transform = register_rigid(reference, np.eye(4), lr, lr_affine)
+        reference = resample_reference(Volume(reference, np.eye(4)), grid, transform=transform).data
     rt = ReferenceTransfer(reference, grid, lr.shape)
     choice = rt.choose(lr, None if model is None else (lambda x, g: enhance(x, model, device="cpu", factors=g)[0]))
     factors = tuple(1.0 / r for r in grid.ratios)
@@ -129,9 +141,10 @@ def transferred(lr: np.ndarray, grid, inp: np.ndarray, reference: np.ndarray, mo
 
 def psnr_rows(label: str, head: str, acq_name: str, inp: np.ndarray, target: np.ndarray, mask: np.ndarray,
               factors, reference: np.ndarray, defaults, guided, done: set, log,
-              transfer: tuple | None = None) -> list[dict]:
+              transfer: tuple | None = None, register: str = "rigid") -> list[dict]:
     """One row per method (spline, each default, each guided model; with ``transfer = (lr, grid)``, the
-    reference's transfer with each default) of one input."""
+    reference's transfer with each default, ``transfer = (lr, grid, lr_affine)`` from :func:`acquired`, the
+    reference registered as ``register`` says) of one input."""
     from mrisr.evaluation.metrics import psnr
     from mrisr.inference.engine import enhance
 
@@ -154,11 +167,11 @@ def psnr_rows(label: str, head: str, acq_name: str, inp: np.ndarray, target: np.
             rows.append({"method": kind, "model": name, "test": label, "head": head, "case": acq_name,
                          "psnr": psnr(sr, target, mask=mask), "seconds": round(time.perf_counter() - t0, 1)})
     for m in defaults if transfer is not None else []:
-        name = f"transfer + {m.name} {m.card.version}"
+        name = f"transfer + {m.name} {m.card.version}" + ("" if register == "rigid" else f" (register {register})")
         if (name,) + key in done:
             continue
         t0 = time.perf_counter()
-        sr, chosen = transferred(*transfer, inp, reference, m)
+        sr, chosen = transferred(*transfer, inp, reference, m, register=register)
         rows.append({"method": "transfer", "model": name, "test": label, "head": head, "case": acq_name,
                      "psnr": psnr(sr, target, mask=mask), "seconds": round(time.perf_counter() - t0, 1),
                      "chosen": chosen})
@@ -167,8 +180,8 @@ def psnr_rows(label: str, head: str, acq_name: str, inp: np.ndarray, target: np.
     return rows
 
 
-def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, log, with_transfer: bool = True
-              ) -> tuple[list[dict], dict]:
+def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, log,
+              transfer_register: str | None = "rigid") -> tuple[list[dict], dict]:
     """Parts 1 and 2 (see the module docstring)."""
     import nibabel as nib
 
@@ -196,7 +209,7 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
         pd_vol = Volume(pd, pd_img.affine)
         t1_ref = {"reference": Volume(t1, t1_img.affine), "register": "rigid"}
         runs = [(m, "default", {}) for m in defaults] + [(m, "guided", t1_ref) for m in guided]
-        runs += [(m, "transfer", {**t1_ref, "method": "transfer"}) for m in defaults] if with_transfer else []
+        runs += [(m, "transfer", {**t1_ref, "method": "transfer"}) for m in defaults] if transfer_register else []
         for m, tag, extra in runs:
             t0 = time.perf_counter()
             out = mrisr.upscale(pd_vol, spacing=spacing, model=str(m.path), device="cpu", **extra)
@@ -217,11 +230,13 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
     for case in inplane_cases(pd, zooms[2] / zooms[0]):
         rows += psnr_rows("real-pd-inplane", "chris_pd_thick", case.name, case.inp, case.target, case.mask,
                           case.acquisition.factors, ref, defaults, guided, done, log,
-                          transfer=acquired(case.target, case.acquisition) if with_transfer else None)
+                          transfer=acquired(case.target, case.acquisition) if transfer_register else None,
+                          register=transfer_register or "rigid")
     return rows, info
 
 
-def simulated_pairs(folder: Path, defaults, guided, done: set, log, with_transfer: bool = True) -> list[dict]:
+def simulated_pairs(folder: Path, defaults, guided, done: set, log, transfer_register: str | None = "rigid"
+                    ) -> list[dict]:
     """Part 3 (see the module docstring)."""
     import nibabel as nib
 
@@ -241,7 +256,8 @@ def simulated_pairs(folder: Path, defaults, guided, done: set, log, with_transfe
             test = label if kind == "none" else f"{label} ({kind})"
             rows += psnr_rows(test, key, acq_name, inp, target, head_mask(target), acq.factors, reference,
                               defaults, guided, done, log,
-                              transfer=acquired(target, acq) if with_transfer else None)
+                              transfer=acquired(target, acq) if transfer_register else None,
+                              register=transfer_register or "rigid")
     return rows
 
 
@@ -279,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-simulated", action="store_true", help="parts 1-2 only")
     ap.add_argument("--no-transfer", action="store_true",
                     help="skip method 'transfer' (the reference's detail with each --default model)")
+    ap.add_argument("--transfer-register", choices=("rigid", "none"), default="rigid",
+                    help="the transfer's registration of the reference (default rigid, as mrisr upscale's)")
     args = ap.parse_args(argv)
 
     import torch
@@ -296,9 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     guided = [load_model(m) for m in args.guided]
     print(describe(), flush=True)
     t0 = time.perf_counter()
-    rows, info = real_pair(folder, defaults, guided, args.qc_dir, done, print, not args.no_transfer)
+    register = None if args.no_transfer else args.transfer_register
+    rows, info = real_pair(folder, defaults, guided, args.qc_dir, done, print, register)
     if not args.no_simulated:
-        rows += simulated_pairs(folder, defaults, guided, done, print, not args.no_transfer)
+        rows += simulated_pairs(folder, defaults, guided, done, print, register)
     run = {"machine": machine_info(), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t0),
            "models": [f"{m.name} {m.card.version}" for m in defaults + guided],
            "model_sha256": {f"{m.name} {m.card.version}": m.sha256 for m in defaults + guided}, **info}

@@ -87,11 +87,11 @@ def test_transfer_rows_run_what_upscale_runs_and_record_the_choice(tmp_path) -> 
 
     acq = VALIDATION_CASES["thick4-slice"]
     inp = simulate(t1, acq, np.random.default_rng(1234))
-    lr, grid = bench.acquired(t1, acq)
+    lr, grid, lr_affine = bench.acquired(t1, acq)
     np.testing.assert_array_equal(resample_to_grid(lr, grid), inp)  # the rows' own spline input
     single = LoadedModel("s", example_card(name="s"), ReCNN(2, 4, cond_dim=3).eval(), "0" * 64, tmp_path)
     rows = bench.psnr_rows("same-contrast", "h", "thick4-slice", inp, t1, t1 > 0, acq.factors, t1, [single], [],
-                           set(), lambda line: None, transfer=(lr, grid))
+                           set(), lambda line: None, transfer=(lr, grid, lr_affine))
     by = {r["model"]: r for r in rows}
     assert by["transfer + s 0.0.0"]["method"] == "transfer"
     assert by["transfer + s 0.0.0"]["chosen"].startswith(("spline + detail", "network + detail"))

@@ -164,10 +164,10 @@ def test_an_unhelpful_reference_is_reported_and_gives_the_spline(tmp_path, monke
     nib.save(nib.Nifti1Image(texture((24, 24, 32), seed=2), target_grid(affine, lr.shape, 1.0).affine), ref)
     out = tmp_path / "t2_sr.nii.gz"
     result = CliRunner().invoke(app, ["upscale", str(src), "--spacing", "1", "--reference", str(ref), "-o",
-                                      str(out), "--json", "--no-consistency"])
+                                      str(out), "--json", "--no-consistency", "--register", "none"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["transfer"]["chosen"] == "spline"
+    assert record["transfer"]["chosen"] == "spline" and record["reference"]["register"] == "none"
     assert any("its detail did not make the input's own internal test truer" in w for w in record["warnings"])
     spline = mrisr.upscale(nib.load(src), spacing=1.0, method="spline")
     np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), np.asarray(spline.dataobj))
@@ -197,3 +197,25 @@ def test_a_learned_upsampling_model_is_refused():
     with pytest.raises(MrisrError, match="learned-upsampling model"):
         mrisr.upscale(vol, spacing=1.0, reference=Volume(texture((8, 8, 16)), np.eye(4)), method="transfer",
                       model="rrlsrn-1x1x4", device="cpu")
+
+
+def test_the_transfer_registers_the_reference_by_default(tmp_path, monkeypatch):
+    _no_models(monkeypatch, tmp_path)
+    truth = texture((24, 24, 32), seed=1)
+    lr, affine, grid = thick(truth)
+    src, ref = tmp_path / "t2.nii.gz", tmp_path / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(lr, affine), src)
+    moved = grid.affine.copy()
+    moved[:3, 3] += (1.5, 0.0, 0.0)  # the reference's header says it sits 1.5 mm away from where it does
+    nib.save(nib.Nifti1Image(truth, moved), ref)
+    out = tmp_path / "t2_sr.nii.gz"
+    result = CliRunner().invoke(app, ["upscale", str(src), "--spacing", "1", "--reference", str(ref), "-o",
+                                      str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["reference"]["register"] == "rigid" and record["transfer"]["detail"]
+    assert abs(record["reference"]["translation_mm"] - 1.5) < 0.3
+    assert (tmp_path / "t2_sr_reference_rigid.tfm").is_file()
+    data = np.asarray(nib.load(out).dataobj)
+    spline = np.asarray(mrisr.upscale(nib.load(src), spacing=1.0, method="spline").dataobj)
+    assert np.abs(data - truth).mean() < 0.5 * np.abs(spline - truth).mean()

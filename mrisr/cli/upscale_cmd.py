@@ -100,9 +100,10 @@ ModelOpt = Annotated[str | None, typer.Option(
 ReferenceOpt = Annotated[Path | None, typer.Option(
     "--reference", metavar="PATH", show_default=False, rich_help_panel=MODEL,
     help="A finer scan of the same head (e.g. a 1 mm T1) to guide the result; one input only.")]
-RegisterOpt = Annotated[str, typer.Option(
-    "--register", metavar="|".join(REGISTRATIONS), rich_help_panel=MODEL,
-    help="Align --reference to the input first (rigid) or trust the headers (none).")]
+RegisterOpt = Annotated[str | None, typer.Option(
+    "--register", metavar="|".join(REGISTRATIONS), rich_help_panel=MODEL, show_default=False,
+    help="Align --reference to the input first (rigid) or trust the headers (none). Default: rigid with "
+         "--method transfer, else none.")]
 QcOpt = Annotated[bool, typer.Option(
     "--qc", rich_help_panel=TRUST,
     help='Also write a QC picture <output stem>_qc.png (needs pip install "mrisr[qc]").')]
@@ -184,7 +185,7 @@ def upscale(
     method: MethodOpt = None,
     model: ModelOpt = None,
     reference: ReferenceOpt = None,
-    register: RegisterOpt = "none",
+    register: RegisterOpt = None,
     qc: QcOpt = False,
     consistency: ConsistencyOpt = None,
     uncertainty: UncertaintyOpt = False,
@@ -294,7 +295,7 @@ def make_settings(**values: Any) -> BatchSettings:
         raise MrisrError("give the target with --spacing S [S S] (mm) or --factor F [F F]")
     if spacing is not None and factor is not None:
         raise MrisrError("give either --spacing or --factor, not both")
-    _check_reference_options(values.get("reference"), values.get("register", "none"), values.get("method"))
+    _check_reference_options(values.get("reference"), values.get("register"), values.get("method"))
     settings = BatchSettings(**values)
     if settings.options.loads_model:
         from mrisr.inference.device import resolve_device, resolve_precision
@@ -303,13 +304,14 @@ def make_settings(**values: Any) -> BatchSettings:
     return settings
 
 
-def _check_reference_options(reference: Any, register: str, method: str | None) -> None:
+def _check_reference_options(reference: Any, register: str | None, method: str | None) -> None:
     """--register's value, --register without --reference, a missing reference (named as typed)."""
     from mrisr.errors import MrisrError, look_up_option
 
-    look_up_option(register, REGISTRATIONS, "--register value")
+    if register is not None:
+        look_up_option(register, REGISTRATIONS, "--register value")
     if reference is None:
-        if register != "none":
+        if register not in (None, "none"):
             raise MrisrError(f"--register {register} aligns the reference to the input: give --reference PATH")
         return
     if not Path(reference).exists():

@@ -24,7 +24,10 @@ as the real PD guided by a T1 measured in docs/guided.md, costs nothing).
 
 The pipeline (``mrisr upscale --reference``, :mod:`mrisr.pipeline.upscale`) runs :class:`ReferenceTransfer`: the
 internal test also scores the single-input network, with and without the reference's detail, so a reference that
-does not help leaves the default network's result.
+does not help leaves the default network's result. The pipeline registers the reference rigidly first by default:
+the internal test sees the thick axis only at the input's own scale, so it cannot catch a reference a fraction of
+a slice off along it (measured in docs/guided.md: unregistered, a reference one slice or 3 degrees off was worse
+than the default).
 """
 
 from __future__ import annotations

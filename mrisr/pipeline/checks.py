@@ -147,22 +147,28 @@ def _default_guided_model() -> str:
     return names[0]
 
 
-def check_guide_args(guided: bool, register: str | None, ensemble: str | None) -> str:
+def check_guide_args(guided: bool, register: str | None, ensemble: str | None, method: str | None = None) -> str:
     """Validate the reference options; returns the registration to run (``"none"`` or ``"rigid"``).
+
+    ``register=None`` means ``"rigid"`` for ``method="transfer"`` with a reference (its detail must sit where the
+    input's anatomy is: a reference 3 degrees or one slice off made the result worse than the default, registered
+    it gained, docs/guided.md) and ``"none"`` otherwise.
 
     Raises:
         MrisrError: an unknown registration, registration without a
             reference, or a reference with the flip ensemble.
 
     Example:
-        >>> check_guide_args(True, None, None)
-        'none'
+        >>> check_guide_args(True, None, None), check_guide_args(True, None, None, "transfer")
+        ('none', 'rigid')
         >>> check_guide_args(False, "rigid", None)
         Traceback (most recent call last):
         ...
         mrisr.errors.MrisrError: register 'rigid' aligns a reference image to the input, but no reference was given
     """
-    register = look_up_option("none" if register is None else register, REGISTRATIONS, "register")
+    if register is None:
+        register = "rigid" if guided and method == "transfer" else "none"
+    register = look_up_option(register, REGISTRATIONS, "register")
     if register != "none" and not guided:
         raise MrisrError(f"register {register!r} aligns a reference image to the input, but no reference was given")
     if guided and ensemble is not None:

@@ -68,7 +68,8 @@ class UpscaleOptions:
             (``docs/guided.md``): without ``model`` (and ``method`` None or ``"transfer"``) its detail is
             transferred into the input, the default network scored beside it; with ``model``, a guided model.
         register: ``"none"`` (trust the headers) or ``"rigid"``: register the reference to the input first
-            (:func:`mrisr.trust.registration.register_rigid`).
+            (:func:`mrisr.trust.registration.register_rigid`); ``None``: ``"rigid"`` for ``method="transfer"``,
+            else ``"none"``.
         adapt: Per-scan adaptation (:mod:`mrisr.inference.adapt`): seconds of fine-tuning on pairs made from the
             input, or an :class:`~mrisr.inference.adapt.AdaptOptions`; ``None``: off (cnn only).
         series: DICOM series UID when a folder holds several (reading).
@@ -121,7 +122,7 @@ class UpscaleOptions:
         method, model = resolve_method(self.method, self.model, guided=self.guided)
         consistency = resolve_consistency(self.consistency, method)
         ensemble = check_trust_args(method, consistency, self.consistency_psf, self.uncertainty, self.ensemble)
-        register = check_guide_args(self.guided, self.register, ensemble)
+        register = check_guide_args(self.guided, self.register, ensemble, method)
         check_adapt_args(self.adapt, method, self.guided)
         resolved = dict(spacing=_numbers(self.spacing), factor=_numbers(self.factor), method=method, model=model,
                         consistency=consistency, ensemble=ensemble, register=register)
