@@ -60,6 +60,9 @@ SIM_CASES = ("thick4-slice", "thick4-box")
 #: Rows of the simulated pairs: (label, target remap, acquisition).
 SIM_ROWS = (("same-contrast", "none", "thick4-slice"), ("same-contrast", "none", "thick4-box"),
             ("cross-contrast", "monotone", "thick4-slice"), ("cross-contrast", "t2like", "thick4-slice"))
+#: ``--more``: the same heads at 2 mm isotropic and 2x2x1 k-space (other acquisitions than thick slices).
+MORE_ROWS = (("same-contrast", "none", "iso2-box"), ("cross-contrast", "t2like", "iso2-box"),
+             ("same-contrast", "none", "kspace2x2-kspace"))
 ATTRIBUTION = "Images courtesy of Chris Rorden (CC BY-NC 4.0)"
 
 
@@ -235,8 +238,8 @@ def real_pair(folder: Path, defaults, guided, qc_dir: Path | None, done: set, lo
     return rows, info
 
 
-def simulated_pairs(folder: Path, defaults, guided, done: set, log, transfer_register: str | None = "rigid"
-                    ) -> list[dict]:
+def simulated_pairs(folder: Path, defaults, guided, done: set, log, transfer_register: str | None = "rigid",
+                    sim_rows: tuple = SIM_ROWS) -> list[dict]:
     """Part 3 (see the module docstring)."""
     import nibabel as nib
 
@@ -249,7 +252,7 @@ def simulated_pairs(folder: Path, defaults, guided, done: set, log, transfer_reg
         t1 = read_head(folder, head)
         zooms = [float(z) for z in nib.load(str(folder / head.name)).header.get_zooms()[:3]]
         reference = corrupted_copy(t1, zooms)
-        for label, kind, acq_name in SIM_ROWS:
+        for label, kind, acq_name in sim_rows:
             target = remap(t1, kind)
             acq = VALIDATION_CASES[acq_name]
             inp = simulate(target, acq, np.random.default_rng(1234))
@@ -293,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qc-dir", type=Path, help="write the QC pictures of the real PD here (part 1)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--no-simulated", action="store_true", help="parts 1-2 only")
+    ap.add_argument("--more", action="store_true", help="part 3 with the other acquisitions (MORE_ROWS) instead")
+    ap.add_argument("--no-real", action="store_true", help="part 3 only")
     ap.add_argument("--no-transfer", action="store_true",
                     help="skip method 'transfer' (the reference's detail with each --default model)")
     ap.add_argument("--transfer-register", choices=("rigid", "none"), default="rigid",
@@ -315,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(), flush=True)
     t0 = time.perf_counter()
     register = None if args.no_transfer else args.transfer_register
-    rows, info = real_pair(folder, defaults, guided, args.qc_dir, done, print, register)
+    rows, info = ([], {}) if args.no_real else real_pair(folder, defaults, guided, args.qc_dir, done, print, register)
     if not args.no_simulated:
-        rows += simulated_pairs(folder, defaults, guided, done, print, register)
+        rows += simulated_pairs(folder, defaults, guided, done, print, register, MORE_ROWS if args.more else SIM_ROWS)
     run = {"machine": machine_info(), "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t0),
            "models": [f"{m.name} {m.card.version}" for m in defaults + guided],
            "model_sha256": {f"{m.name} {m.card.version}": m.sha256 for m in defaults + guided}, **info}

@@ -33,7 +33,7 @@ than the default).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,11 +155,22 @@ def detail(spline: np.ndarray, reference: np.ndarray, degraded: np.ndarray, cand
     Returns:
         float32, ``spline``'s shape.
     """
+    return next(details(spline, reference, degraded, [candidate], steps))[1]
+
+
+def details(spline: np.ndarray, reference: np.ndarray, degraded: np.ndarray, candidates: Sequence[Candidate],
+            steps: Sequence[float] = (1.0, 1.0, 1.0)) -> Iterator[tuple[Candidate, np.ndarray]]:
+    """:func:`detail` for each candidate, one at a time, the window statistics computed once per window."""
     image, s_i = _normalised(spline)
     ref, s_r = _normalised(reference)
     low = np.asarray(degraded, np.float32) / np.float32(s_r)
-    gain = _Fit(image, low, _windows(candidate.window, steps)).gain(candidate.eps)
-    return (np.float32(s_i) * gain * (ref - low)).astype(np.float32)
+    lost = ref - low
+    del ref
+    for window in dict.fromkeys(c.window for c in candidates):
+        fit = _Fit(image, low, _windows(window, steps))
+        for c in candidates:
+            if c.window == window:
+                yield c, (np.float32(s_i) * fit.gain(c.eps) * lost).astype(np.float32)
 
 
 def _psnr(x: np.ndarray, truth: np.ndarray, mask: np.ndarray, peak: float) -> float:
@@ -288,8 +299,7 @@ class ReferenceTransfer:
             bases = [(False, sim)] + ([(True, refine(sim, g))] if refine is not None else [])
             for network, base in bases:
                 scores.setdefault((network, None), []).append(_psnr(base, truth, mask, peak))
-            for c in candidates:
-                add = detail(sim, self.low, low, c, steps)
+            for c, add in details(sim, self.low, low, candidates, steps):
                 for network, base in bases:
                     scores.setdefault((network, c), []).append(_psnr(base + add, truth, mask, peak))
         mean = {k: float(np.mean(v)) for k, v in scores.items()}

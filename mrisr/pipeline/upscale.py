@@ -310,7 +310,7 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
                 result = _interpolate(vol, grid, options, report, lambda k: ticker.add(k * interp_share / 3))
             spline = result if tracker is not None else None
             network = None
-            interpolated = result
+            interpolated = result if transfer is not None else None  # the transfer's gain is fitted on it
             if loaded is not None and (transfer is None or transfer[1].network):
                 # The network may be conditioned on the upsampling factor per voxel axis.
                 factors = tuple(1.0 / r for r in grid.ratios)
@@ -324,7 +324,7 @@ def _run_volumes(data: np.ndarray, grid: TargetGrid, report: UpscaleReport, load
                 else:
                     result = _enhance(result, loaded, report, kw, ticker, 1.0 - interp_share)
                 network = result if tracker is not None else None
-            if transfer is not None:
+            if transfer is not None and interpolated is not None:
                 t0 = time.perf_counter()
                 result = transfer[0].apply(interpolated, result, transfer[1])
                 network = result if tracker is not None else None
