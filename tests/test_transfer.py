@@ -219,3 +219,13 @@ def test_the_transfer_registers_the_reference_by_default(tmp_path, monkeypatch):
     data = np.asarray(nib.load(out).dataobj)
     spline = np.asarray(mrisr.upscale(nib.load(src), spacing=1.0, method="spline").dataobj)
     assert np.abs(data - truth).mean() < 0.5 * np.abs(spline - truth).mean()
+
+
+def test_the_settings_of_a_reference_without_a_method_name_the_transfer():
+    from mrisr.pipeline.settings import BatchSettings, output_settings, settings_fingerprint
+
+    transfer = output_settings(BatchSettings(spacing=(1.0,), reference="/data/ref_t1.nii.gz"))
+    assert (transfer["method"], transfer["register"]) == ("transfer", "rigid")
+    assert transfer["model"] is not None and transfer["model"]["name"] == "recnn-d8w32"  # the default, scored too
+    cnn = output_settings(BatchSettings(spacing=(1.0,), reference="/data/ref_t1.nii.gz", method="cnn"))
+    assert cnn["register"] == "none" and settings_fingerprint(cnn) != settings_fingerprint(transfer)
