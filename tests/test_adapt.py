@@ -124,3 +124,10 @@ def test_isotropic_inputs_keep_the_pretrained_weights_and_say_why():
     adapted, report = adapt_model(model, _volume((24, 24, 24)), (2.0, 2.0, 2.0), AdaptOptions(seconds=1.0))
     assert adapted is model and report.kept == "pretrained" and report.steps == 0
     assert "isotropic" in report.reason
+
+
+def test_inputs_with_two_coarse_axes_keep_the_pretrained_weights_and_say_why():
+    model = _model()
+    adapted, report = adapt_model(model, _volume((20, 20, 24)), (2.0, 2.0, 1.0), AdaptOptions(seconds=1.0))
+    assert adapted is model and report.kept == "pretrained" and report.steps == 0
+    assert report.reason.startswith("2 coarse axes (as 2x2x1 k-space)")
