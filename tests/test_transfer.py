@@ -24,9 +24,9 @@ from mrisr.inference.transfer import (
     ReferenceTransfer,
     acquire,
     detail,
-    input_grid,
     option_label,
 )
+from mrisr.trust.consistency import input_grid  # the inverse of the contract's map that the transfer uses
 from mrisr.volume import Volume
 
 

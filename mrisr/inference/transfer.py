@@ -43,10 +43,9 @@ from mrisr.acquisition.degrade import add_rician_noise, apply_axis
 from mrisr.acquisition.psf import axis_operators
 from mrisr.geometry.grid import TargetGrid, target_grid
 from mrisr.geometry.resample import resample_axis, resample_to_grid
+from mrisr.inference.adapt import FINE, internal_factors
 from mrisr.inference.intensity import normalising_scale
-
-#: An axis whose factor is at most this keeps its detail (the output is no finer there).
-FINE = 1.15
+from mrisr.trust.consistency import input_grid
 
 
 @dataclass(frozen=True)
@@ -79,23 +78,6 @@ def acquisition_psf(factors: Sequence[float]) -> str:
         ('slice', 'gaussian')
     """
     return "gaussian" if min(factors) > FINE else "slice"
-
-
-def input_grid(grid: TargetGrid, input_shape: Sequence[int]) -> TargetGrid:
-    """The input's voxel centres in the output grid's voxel coordinates (the inverse of the contract's map).
-
-    Input voxel ``i`` on an axis sits at output coordinate ``(i - c0) / r``.
-
-    Example:
-        >>> g = target_grid(np.diag([2.0, 2, 2, 1]), (4, 4, 4), 1.0)
-        >>> inv = input_grid(g, (4, 4, 4))
-        >>> inv.positions(0).tolist(), inv.ratios[0]
-        ([0.5, 2.5, 4.5, 6.5], 2.0)
-    """
-    r, c0 = np.asarray(grid.ratios), np.asarray(grid.offsets)
-    return TargetGrid(shape=tuple(int(n) for n in input_shape)[:3], affine=np.eye(4),  # type: ignore[arg-type]
-                      ratios=tuple(float(v) for v in 1.0 / r),  # type: ignore[arg-type]
-                      offsets=tuple(float(v) for v in -c0 / r), spacing=(1.0, 1.0, 1.0))  # type: ignore[arg-type]
 
 
 def acquire(data: np.ndarray, grid: TargetGrid, input_shape: Sequence[int], psf: str) -> np.ndarray:
@@ -171,25 +153,6 @@ def details(spline: np.ndarray, reference: np.ndarray, degraded: np.ndarray, can
         for c in candidates:
             if c.window == window:
                 yield c, (np.float32(s_i) * fit.gain(c.eps) * lost).astype(np.float32)
-
-
-def _psnr(x: np.ndarray, truth: np.ndarray, mask: np.ndarray, peak: float) -> float:
-    mse = float(np.mean((x[mask].astype(np.float64) - truth[mask]) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
-
-
-def internal_pairs(factors: Sequence[float]) -> list[tuple[tuple[float, float, float], str]]:
-    """The internal acquisitions (factors on the input's grid, PSF) for an input upscaled by ``factors``: each fine
-    axis thickened to the largest factor (``slice``), or, when every axis is coarse, the factors again
-    (``gaussian``); the same pairs as ``--adapt`` (:func:`mrisr.inference.adapt.internal_factors`).
-
-    Example:
-        >>> internal_pairs((1.0, 1.0, 4.0))
-        [((4.0, 1.0, 1.0), 'slice'), ((1.0, 4.0, 1.0), 'slice')]
-    """
-    from mrisr.inference.adapt import internal_factors
-
-    return internal_factors(factors)
 
 
 def _back_grid(shape: Sequence[int], factors: tuple[float, float, float]) -> tuple[TargetGrid, tuple[int, int, int]]:
@@ -277,19 +240,21 @@ class ReferenceTransfer:
             candidates: The settings of the fit to choose from.
         """
         from mrisr.evaluation.masks import head_mask
+        from mrisr.evaluation.metrics import psnr
         from mrisr.trust.ood import noise_sigma
 
         truth = np.asarray(data, np.float32)
         mask = head_mask(truth)
         if not mask.any():
             return Choice(False, None, {"pairs": [], "db": {}, "reason": "no head found in the input"})
-        peak = float(np.percentile(truth[mask], 99.5))
+        inside = truth[mask]
+        peak = float(np.percentile(inside, 99.5))
         steps = tuple(1.0 / r for r in self.grid.ratios)  # an input voxel, in output voxels
         rng = np.random.default_rng(seed)
         sigma = noise_sigma(truth)
         scores: dict[tuple[bool, Candidate | None], list[float]] = {}
         pairs = []
-        for g, psf in internal_pairs(coarse_factors(self.grid)):
+        for g, psf in internal_factors(coarse_factors(self.grid)):
             back, shape = _back_grid(truth.shape, g)
             sim = resample_to_grid(acquire(truth, back, shape, psf), back)
             lost = sigma * math.sqrt(max(0.0, 1.0 - 1.0 / math.prod(g)))
@@ -298,10 +263,10 @@ class ReferenceTransfer:
             pairs.append("x".join(f"{v:g}" for v in g) + f" {psf}")
             bases = [(False, sim)] + ([(True, refine(sim, g))] if refine is not None else [])
             for network, base in bases:
-                scores.setdefault((network, None), []).append(_psnr(base, truth, mask, peak))
+                scores.setdefault((network, None), []).append(psnr(base[mask], inside, peak=peak))
             for c, add in details(sim, self.low, low, candidates, steps):
                 for network, base in bases:
-                    scores.setdefault((network, c), []).append(_psnr(base + add, truth, mask, peak))
+                    scores.setdefault((network, c), []).append(psnr((base + add)[mask], inside, peak=peak))
         mean = {k: float(np.mean(v)) for k, v in scores.items()}
         plain = (refine is not None, None)  # what the run gives without a reference
         best = max((k for k in mean if k[1] is not None), key=lambda k: mean[k], default=plain)
